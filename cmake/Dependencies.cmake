@@ -1,0 +1,33 @@
+# All dependencies come from Debian 12 packages (scripts/install-deps.sh installs them).
+find_package(Threads REQUIRED)
+find_package(Boost 1.81 REQUIRED)
+find_package(PostgreSQL REQUIRED)
+find_package(OpenSSL REQUIRED)
+find_package(yaml-cpp REQUIRED)
+find_package(prometheus-cpp REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(absl REQUIRED)
+find_package(Hiredis REQUIRED)
+find_package(nlohmann_json REQUIRED)
+find_package(CLI11 REQUIRED)
+
+# libpg_query (the PostgreSQL 15 parser) ships no CMake config.
+find_library(PG_QUERY_LIBRARY pg_query REQUIRED)
+find_path(PG_QUERY_INCLUDE_DIR pg_query.h REQUIRED)
+add_library(pg_query::pg_query UNKNOWN IMPORTED)
+set_target_properties(pg_query::pg_query PROPERTIES
+  IMPORTED_LOCATION "${PG_QUERY_LIBRARY}"
+  INTERFACE_INCLUDE_DIRECTORIES "${PG_QUERY_INCLUDE_DIR}")
+
+if(NERAVA_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()
+if(NERAVA_BUILD_BENCH)
+  find_package(benchmark REQUIRED)
+endif()
+
+# Debian's HiredisConfig.cmake only sets variables; wrap them in a target.
+add_library(hiredis::hiredis UNKNOWN IMPORTED)
+set_target_properties(hiredis::hiredis PROPERTIES
+  IMPORTED_LOCATION "${HIREDIS_LIB_HIREDIS}"
+  INTERFACE_INCLUDE_DIRECTORIES "${HIREDIS_INCLUDE_DIRS}")

@@ -1,0 +1,13 @@
+# Every target of ours gets the same strict warning set; third-party headers are SYSTEM includes.
+add_library(nerava_warnings INTERFACE)
+target_compile_options(nerava_warnings INTERFACE
+  -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast -Wcast-align
+  -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough -Wno-unused-parameter)
+if(NERAVA_WERROR)
+  target_compile_options(nerava_warnings INTERFACE -Werror)
+endif()
+
+if(NERAVA_SANITIZE)
+  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  add_link_options(-fsanitize=address,undefined)
+endif()
