@@ -7,7 +7,6 @@ find_package(yaml-cpp REQUIRED)
 find_package(prometheus-cpp REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(absl REQUIRED)
-find_package(Hiredis REQUIRED)
 find_package(nlohmann_json REQUIRED)
 find_package(CLI11 REQUIRED)
 
@@ -26,8 +25,7 @@ if(NERAVA_BUILD_BENCH)
   find_package(benchmark REQUIRED)
 endif()
 
-# Debian's HiredisConfig.cmake only sets variables; wrap them in a target.
-add_library(hiredis::hiredis UNKNOWN IMPORTED)
-set_target_properties(hiredis::hiredis PROPERTIES
-  IMPORTED_LOCATION "${HIREDIS_LIB_HIREDIS}"
-  INTERFACE_INCLUDE_DIRECTORIES "${HIREDIS_INCLUDE_DIRS}")
+# Debian's HiredisConfigVersion.cmake (0.14) is broken (a bad string(REPLACE)); use pkg-config.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
+add_library(hiredis::hiredis ALIAS PkgConfig::HIREDIS)

@@ -79,26 +79,39 @@ class Decoder {
 
  private:
   struct Frame {
-    int64_t remaining;  // elements still expected in this aggregate
+    int64_t remaining;  // elements still expected in this aggregate (2 per map/attribute entry)
+    bool attribute;     // an attribute (|) does not count as an element of its parent
   };
   enum class State { kType, kLine, kBulkBody, kBulkCrlf, kInline };
 
   void ResetValue();
+  absl::Status Fail(absl::Status status);
+  // Assembles one line ending in \n starting at `pos`; false when `in` ended first.
+  absl::StatusOr<bool> TakeLine(std::string_view in, size_t& pos, size_t limit,
+                                std::string_view& line);
+  absl::Status StartValue(char marker);
   absl::Status OnHeaderLine(std::string_view line);
-  void OnScalarDone();
+  absl::Status OnInlineLine(std::string_view line);
+  // Marks the current value finished and pops finished aggregates; true when the top-level
+  // value is complete.
+  bool FinishValue(bool attribute);
+  void Capture(std::string_view text);
 
   Limits limits_;
   size_t capture_args_;
   size_t capture_bytes_;
+  absl::Status error_;  // sticky: after an error the stream cannot be framed again
 
   State state_ = State::kType;
   char current_marker_ = 0;
-  bool value_started_ = false;
-  bool pending_attribute_ = false;  // an attribute was read; the real value follows
-  std::string line_;                // header line being assembled across Feed() calls
+  bool value_started_ = false;    // bytes of a top-level value were consumed
+  bool after_attribute_ = false;  // a top-level attribute was read; the real value follows
+  bool top_value_ = false;        // the value being read is the top-level one
+  bool capture_value_ = false;    // the value being read is a captured top-level element
+  std::string line_;              // a line split across Feed() calls (bounded by the limits)
   int64_t bulk_remaining_ = 0;
+  int crlf_seen_ = 0;  // bytes of the \r\n after a bulk body already consumed
   std::vector<Frame> stack_;
-  int64_t element_index_ = -1;      // index within the top-level aggregate, for capture
 
   Type top_type_ = Type::kNull;
   std::vector<std::string> args_;

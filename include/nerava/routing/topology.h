@@ -1,0 +1,63 @@
+// What the proxy knows about every node at one moment: an immutable snapshot that the monitor
+// publishes and sessions read without locks (DESIGN §3, §6).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace nerava::routing {
+
+enum class Protocol { kPostgres, kRedis };
+enum class Role { kUnknown, kPrimary, kReplica };
+
+const char* ProtocolName(Protocol protocol);  // "postgres" / "redis"
+const char* RoleName(Role role);              // "unknown" / "primary" / "replica"
+
+struct NodeState {
+  std::string name;
+  std::string region;
+  std::string host;
+  uint16_t port = 0;
+
+  bool up = false;  // answered its last check (or fewer than failure_threshold failures since)
+  Role role = Role::kUnknown;
+  int consecutive_failures = 0;
+  std::string last_error;  // empty after a successful check
+  std::chrono::steady_clock::time_point last_success{};
+
+  // Replication positions (PostgreSQL LSN as a byte position; Redis replication offset).
+  // Primary: its current position. Replica: what it has replayed / received.
+  uint64_t position = 0;
+  uint64_t received_position = 0;
+  uint32_t timeline = 0;  // PostgreSQL only
+
+  // Replicas: how far behind the primary, when known.
+  std::optional<uint64_t> lag_bytes;
+  std::optional<double> lag_seconds;
+};
+
+struct ProtocolTopology {
+  std::vector<NodeState> nodes;  // in config order
+  int primary = -1;              // index into nodes of the node that says it is primary, or -1
+
+  const NodeState* Primary() const { return primary >= 0 ? &nodes[primary] : nullptr; }
+};
+
+struct Topology {
+  uint64_t generation = 0;  // increases with every published snapshot
+  std::chrono::steady_clock::time_point taken{};
+  ProtocolTopology postgres;
+  ProtocolTopology redis;
+
+  const ProtocolTopology& Get(Protocol protocol) const {
+    return protocol == Protocol::kPostgres ? postgres : redis;
+  }
+};
+
+using TopologySnapshot = std::shared_ptr<const Topology>;
+
+}  // namespace nerava::routing

@@ -1,0 +1,155 @@
+#include "proxy/monitor.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace nerava::proxy {
+namespace {
+
+using routing::NodeState;
+using routing::Protocol;
+using routing::Role;
+
+std::vector<NodeState> InitialNodes(const std::vector<config::Node>& nodes) {
+  std::vector<NodeState> states;
+  for (const auto& node : nodes) {
+    NodeState state;
+    state.name = node.name;
+    state.region = node.region;
+    state.host = node.host;
+    state.port = node.port;
+    state.last_error = "not checked yet";
+    states.push_back(std::move(state));
+  }
+  return states;
+}
+
+std::chrono::milliseconds CheckTimeout(const config::Monitor& monitor) {
+  if (monitor.timeout.count() > 0) return monitor.timeout;
+  return std::max(std::chrono::milliseconds(5), monitor.interval * 8 / 10);
+}
+
+}  // namespace
+
+int ChoosePrimary(const routing::ProtocolTopology& topology, Protocol protocol,
+                  const std::string& primary_region) {
+  int best = -1;
+  for (int i = 0; i < static_cast<int>(topology.nodes.size()); ++i) {
+    const NodeState& node = topology.nodes[i];
+    if (!node.up || node.role != Role::kPrimary) continue;
+    if (best < 0) {
+      best = i;
+      continue;
+    }
+    const NodeState& current = topology.nodes[best];
+    if (protocol == Protocol::kPostgres && node.timeline != current.timeline) {
+      if (node.timeline > current.timeline) best = i;
+      continue;
+    }
+    if (node.region == primary_region && current.region != primary_region) best = i;
+  }
+  return best;
+}
+
+Monitor::Monitor(const config::Config& config, TopologyHolder& holder)
+    : interval_(config.monitor.interval),
+      timeout_(CheckTimeout(config.monitor)),
+      failure_threshold_(config.monitor.failure_threshold),
+      primary_region_(config.primary_region),
+      holder_(holder) {
+  if (config.postgres) {
+    const config::Postgres& pg = *config.postgres;
+    state_.postgres.nodes = InitialNodes(pg.nodes);
+    for (size_t i = 0; i < pg.nodes.size(); ++i) {
+      PgProbeCredentials credentials{pg.monitor_user, pg.monitor_password, pg.monitor_database,
+                                     pg.backend_tls.mode, pg.backend_tls.root_cert};
+      slots_.push_back(std::make_unique<Slot>(
+          Slot{Protocol::kPostgres, i, MakePgProbe(pg.nodes[i], std::move(credentials))}));
+    }
+  }
+  if (config.redis) {
+    const config::Redis& redis = *config.redis;
+    state_.redis.nodes = InitialNodes(redis.nodes);
+    for (size_t i = 0; i < redis.nodes.size(); ++i) {
+      slots_.push_back(std::make_unique<Slot>(
+          Slot{Protocol::kRedis, i,
+               MakeRedisProbe(redis.nodes[i], redis.backend_username, redis.backend_password)}));
+    }
+  }
+  holder_.Publish(BuildSnapshotLocked());
+}
+
+Monitor::~Monitor() {
+  for (auto& thread : threads_) thread.request_stop();
+  threads_.clear();  // joins
+}
+
+void Monitor::Start() {
+  for (auto& slot : slots_) {
+    threads_.emplace_back([this, &slot = *slot](std::stop_token stop) { RunNode(stop, slot); });
+  }
+}
+
+void Monitor::RunNode(std::stop_token stop, Slot& slot) {
+  std::mutex sleep_mutex;
+  std::condition_variable_any sleeper;
+  auto next = std::chrono::steady_clock::now();
+  while (!stop.stop_requested()) {
+    ProbeResult result = slot.probe->Check(timeout_);
+    Record(slot, result);
+    next += interval_;
+    const auto now = std::chrono::steady_clock::now();
+    if (next < now) next = now;  // a slow check does not cause a burst of catch-up checks
+    std::unique_lock lock(sleep_mutex);
+    sleeper.wait_until(lock, stop, next, [] { return false; });
+  }
+}
+
+void Monitor::Record(const Slot& slot, const ProbeResult& result) {
+  std::lock_guard lock(mutex_);
+  auto& topology = slot.protocol == Protocol::kPostgres ? state_.postgres : state_.redis;
+  NodeState& node = topology.nodes[slot.index];
+  const bool was_up = node.up;
+  const Role old_role = node.role;
+  if (result.ok) {
+    node.up = true;
+    node.consecutive_failures = 0;
+    node.last_error.clear();
+    node.last_success = std::chrono::steady_clock::now();
+    node.role = result.role;
+    node.position = result.position;
+    node.received_position = result.received_position;
+    node.timeline = result.timeline;
+  } else {
+    ++node.consecutive_failures;
+    node.last_error = result.error;
+    if (node.consecutive_failures >= failure_threshold_) node.up = false;
+  }
+  if (was_up != node.up || old_role != node.role) {
+    spdlog::info("monitor: {} node {} is {} ({}){}", routing::ProtocolName(slot.protocol),
+                 node.name, node.up ? "up" : "down", routing::RoleName(node.role),
+                 node.up ? "" : ": " + node.last_error);
+  }
+  holder_.Publish(BuildSnapshotLocked());
+}
+
+routing::TopologySnapshot Monitor::BuildSnapshotLocked() {
+  for (auto protocol : {Protocol::kPostgres, Protocol::kRedis}) {
+    auto& topology = protocol == Protocol::kPostgres ? state_.postgres : state_.redis;
+    topology.primary = ChoosePrimary(topology, protocol, primary_region_);
+    const NodeState* primary = topology.Primary();
+    for (auto& node : topology.nodes) {
+      node.lag_bytes.reset();
+      if (primary && node.up && node.role == Role::kReplica) {
+        node.lag_bytes =
+            primary->position > node.position ? primary->position - node.position : 0;
+      }
+    }
+  }
+  ++state_.generation;
+  state_.taken = std::chrono::steady_clock::now();
+  return std::make_shared<const routing::Topology>(state_);
+}
+
+}  // namespace nerava::proxy

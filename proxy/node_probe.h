@@ -1,0 +1,44 @@
+// One health/role/position check of one node, with a deadline. Runs on the monitor's thread for
+// that node, never on a worker: libpq and hiredis calls here may wait up to the timeout.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "nerava/config/config.h"
+#include "nerava/routing/topology.h"
+
+namespace nerava::proxy {
+
+struct ProbeResult {
+  bool ok = false;
+  std::string error;  // when !ok
+  routing::Role role = routing::Role::kUnknown;
+  uint64_t position = 0;           // primary: current WAL LSN / master_repl_offset
+  uint64_t received_position = 0; // replica: received LSN / slave_repl_offset
+  uint32_t timeline = 0;
+  bool link_up = true;             // replica: replication link to its primary is up
+};
+
+class NodeProbe {
+ public:
+  virtual ~NodeProbe() = default;
+  // Checks the node, reusing the connection of the previous check when it still works.
+  virtual ProbeResult Check(std::chrono::milliseconds timeout) = 0;
+};
+
+struct PgProbeCredentials {
+  std::string user;
+  std::string password;
+  std::string database;
+  config::SslMode sslmode = config::SslMode::kPrefer;
+  std::string root_cert;
+};
+
+std::unique_ptr<NodeProbe> MakePgProbe(const config::Node& node, PgProbeCredentials credentials);
+std::unique_ptr<NodeProbe> MakeRedisProbe(const config::Node& node, std::string username,
+                                          std::string password);
+
+}  // namespace nerava::proxy

@@ -1,0 +1,121 @@
+// Redis node check with hiredis: `INFO replication` gives role, offsets and link status in one
+// round trip. The connection is kept between checks and dropped after any failure.
+#include <hiredis/hiredis.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "proxy/node_probe.h"
+
+namespace nerava::proxy {
+namespace {
+
+struct RedisContextDeleter {
+  void operator()(redisContext* context) const { redisFree(context); }
+};
+using RedisContextPtr = std::unique_ptr<redisContext, RedisContextDeleter>;
+struct RedisReplyDeleter {
+  void operator()(redisReply* reply) const { freeReplyObject(reply); }
+};
+using RedisReplyPtr = std::unique_ptr<redisReply, RedisReplyDeleter>;
+
+timeval ToTimeval(std::chrono::milliseconds ms) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
+  return tv;
+}
+
+// Value of "key:value" in INFO output, or "" when absent.
+std::string_view InfoField(std::string_view info, std::string_view key) {
+  size_t pos = 0;
+  while (pos < info.size()) {
+    size_t end = info.find('\n', pos);
+    if (end == std::string_view::npos) end = info.size();
+    std::string_view line = info.substr(pos, end - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.size() > key.size() && line.substr(0, key.size()) == key && line[key.size()] == ':') {
+      return line.substr(key.size() + 1);
+    }
+    pos = end + 1;
+  }
+  return {};
+}
+
+uint64_t ToU64(std::string_view text) {
+  return text.empty() ? 0 : std::strtoull(std::string(text).c_str(), nullptr, 10);
+}
+
+class RedisProbe final : public NodeProbe {
+ public:
+  RedisProbe(const config::Node& node, std::string username, std::string password)
+      : node_(node), username_(std::move(username)), password_(std::move(password)) {}
+
+  ProbeResult Check(std::chrono::milliseconds timeout) override {
+    ProbeResult result;
+    if (!context_) {
+      if (auto error = Connect(timeout); !error.empty()) {
+        result.error = std::move(error);
+        return result;
+      }
+    }
+    RedisReplyPtr reply(static_cast<redisReply*>(redisCommand(context_.get(), "INFO replication")));
+    if (!reply || reply->type != REDIS_REPLY_STRING) {
+      result.error = !reply ? std::string(context_->errstr)
+                            : std::string(reply->str ? reply->str : "unexpected INFO reply");
+      context_.reset();
+      return result;
+    }
+    const std::string_view info(reply->str, reply->len);
+    const std::string_view role = InfoField(info, "role");
+    result.ok = true;
+    if (role == "master") {
+      result.role = routing::Role::kPrimary;
+      result.position = ToU64(InfoField(info, "master_repl_offset"));
+      result.received_position = result.position;
+    } else {
+      result.role = routing::Role::kReplica;
+      result.link_up = InfoField(info, "master_link_status") == "up";
+      // A replica applies what it receives at once: one offset serves for both.
+      result.position = ToU64(InfoField(info, "slave_repl_offset"));
+      result.received_position = result.position;
+    }
+    return result;
+  }
+
+ private:
+  std::string Connect(std::chrono::milliseconds timeout) {
+    RedisContextPtr context(
+        redisConnectWithTimeout(node_.host.c_str(), node_.port, ToTimeval(timeout)));
+    if (!context) return "out of memory";
+    if (context->err) return context->errstr;
+    redisSetTimeout(context.get(), ToTimeval(timeout));
+    if (!password_.empty()) {
+      RedisReplyPtr reply(static_cast<redisReply*>(
+          username_.empty()
+              ? redisCommand(context.get(), "AUTH %s", password_.c_str())
+              : redisCommand(context.get(), "AUTH %s %s", username_.c_str(), password_.c_str())));
+      if (!reply || reply->type == REDIS_REPLY_ERROR) {
+        return !reply ? std::string(context->errstr) : std::string(reply->str, reply->len);
+      }
+    }
+    context_ = std::move(context);
+    return {};
+  }
+
+  config::Node node_;
+  std::string username_;
+  std::string password_;
+  RedisContextPtr context_;
+};
+
+}  // namespace
+
+std::unique_ptr<NodeProbe> MakeRedisProbe(const config::Node& node, std::string username,
+                                          std::string password) {
+  return std::make_unique<RedisProbe>(node, std::move(username), std::move(password));
+}
+
+}  // namespace nerava::proxy

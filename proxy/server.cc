@@ -1,0 +1,92 @@
+#include "proxy/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include "nerava/protocol/pg/messages.h"
+#include "proxy/pg_io.h"
+#include "proxy/pg_session.h"
+
+namespace nerava::proxy {
+namespace {
+
+awaitable<void> RefusePgClient(tcp::socket& socket) {
+  // The client has sent nothing yet; PostgreSQL answers an over-limit start-up the same way.
+  std::string out;
+  pg::AppendErrorResponse(out, pg::Error{"FATAL", "53300", "sorry, too many clients already",
+                                         "", ""});
+  co_await asio::async_write(socket, asio::buffer(out), kNoThrow);
+}
+
+}  // namespace
+
+Server::Server(config::Config config) : config_(std::move(config)) {}
+
+Server::~Server() {
+  listeners_.clear();
+  monitor_.reset();
+  if (workers_) workers_->Stop();
+}
+
+absl::Status Server::Open() {
+  workers_ = std::make_unique<WorkerPool>(config_.workers);
+  monitor_ = std::make_unique<Monitor>(config_, topology_);
+  const PgServices services{&topology_, &cancels_, &sessions_};
+  if (config_.postgres) {
+    auto rw = MakePgContext(config_, /*read_only=*/false, services);
+    if (!rw.ok()) return rw.status();
+    pg_rw_ = *rw;
+    auto listener = Listener::Open(main_io_, "pg", config_.postgres->listen_rw,
+                                   config_.postgres->max_client_connections);
+    if (!listener.ok()) return listener.status();
+    listeners_.push_back(std::move(*listener));
+    listeners_.back()->Start(
+        *workers_,
+        [context = pg_rw_](tcp::socket socket) { return RunPgSession(std::move(socket), context); },
+        RefusePgClient);
+  }
+  return absl::OkStatus();
+}
+
+int Server::Run() {
+  if (auto status = Open(); !status.ok()) {
+    spdlog::critical("{}", std::string(status.message()));
+    return 1;
+  }
+  monitor_->Start();
+  for (const auto& listener : listeners_) {
+    spdlog::info("{}: listening on port {}", listener->name(), listener->port());
+  }
+  asio::signal_set signals(main_io_, SIGINT, SIGTERM);
+  signals.async_wait([this](const error_code& ec, int signal) {
+    if (ec) return;
+    spdlog::info("received signal {}: draining", signal);
+    asio::co_spawn(main_io_, Drain(), asio::detached);
+  });
+  main_io_.run();
+  spdlog::info("stopped");
+  return 0;
+}
+
+awaitable<void> Server::Drain() {
+  for (auto& listener : listeners_) listener->Close();
+  // Sessions finish on their own for up to shutdown_timeout; then the rest are told 57P01.
+  asio::steady_timer poll(main_io_);
+  const auto give_up = std::chrono::steady_clock::now() + config_.shutdown_timeout;
+  while (sessions_.size() > 0 && std::chrono::steady_clock::now() < give_up) {
+    poll.expires_after(std::chrono::milliseconds(50));
+    co_await poll.async_wait(kNoThrow);
+  }
+  if (sessions_.size() > 0) {
+    spdlog::info("drain: closing {} remaining sessions", sessions_.size());
+    sessions_.ShutdownAll();
+    const auto hard_stop = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (sessions_.size() > 0 && std::chrono::steady_clock::now() < hard_stop) {
+      poll.expires_after(std::chrono::milliseconds(20));
+      co_await poll.async_wait(kNoThrow);
+    }
+  }
+  workers_->Stop();
+  main_io_.stop();
+}
+
+}  // namespace nerava::proxy

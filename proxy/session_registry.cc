@@ -1,0 +1,39 @@
+#include "proxy/session_registry.h"
+
+#include <vector>
+
+namespace nerava::proxy {
+
+uint64_t SessionRegistry::Add(ShutdownFn shutdown) {
+  std::lock_guard lock(mutex_);
+  const uint64_t id = next_id_++;
+  sessions_.emplace(id, std::move(shutdown));
+  return id;
+}
+
+void SessionRegistry::Remove(uint64_t id) {
+  std::lock_guard lock(mutex_);
+  sessions_.erase(id);
+  if (sessions_.empty()) empty_.notify_all();
+}
+
+size_t SessionRegistry::size() const {
+  std::lock_guard lock(mutex_);
+  return sessions_.size();
+}
+
+void SessionRegistry::ShutdownAll() {
+  std::vector<ShutdownFn> callbacks;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [id, fn] : sessions_) callbacks.push_back(fn);
+  }
+  for (auto& fn : callbacks) fn();  // outside the lock: they post to other threads
+}
+
+bool SessionRegistry::WaitEmpty(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return empty_.wait_for(lock, timeout, [this] { return sessions_.empty(); });
+}
+
+}  // namespace nerava::proxy

@@ -1,0 +1,1 @@
+"""Test harness: real PostgreSQL/Redis topologies (see topology.py)."""
