@@ -134,10 +134,12 @@ awaitable<bool> PgSession::Handshake() {
   for (;;) {
     auto parsed = pg::ParseStartupPacket(client_in_.data(), context_->limits);
     if (!parsed.ok()) {
-      const bool too_big = parsed.status().code() == absl::StatusCode::kResourceExhausted;
-      co_await SendError("FATAL", "08P01",
-                         too_big ? "invalid length of startup packet"
-                                 : std::string(parsed.status().message()));
+      // Built outside the co_await: GCC 12 destroys temporaries of a conditional expression
+      // inside a co_await expression twice.
+      std::string message = parsed.status().code() == absl::StatusCode::kResourceExhausted
+                                ? "invalid length of startup packet"
+                                : std::string(parsed.status().message());
+      co_await SendError("FATAL", "08P01", std::move(message));
       co_return false;
     }
     if (!parsed->has_value()) {
@@ -338,7 +340,9 @@ awaitable<void> PgSession::ServerToClient() {
     }
     auto [ec, n] = co_await server_->stream.ReadSome(in.Prepare(wanted));
     if (ec) {
-      if (!shutdown_requested_ && !server_sent_fatal_) {
+      // Cancelled: the other direction ended first and has said why, or a drain is under way.
+      if (ec != asio::error::operation_aborted && !shutdown_requested_ && !server_sent_fatal_ &&
+          !pending_client_error_) {
         pending_client_error_ = pg::Error{
             "FATAL", "08006",
             "server connection to PostgreSQL node \"" + server_->target.node_name +
