@@ -61,6 +61,7 @@ Monitor::Monitor(const config::Config& config, TopologyHolder& holder)
   if (config.postgres) {
     const config::Postgres& pg = *config.postgres;
     state_.postgres.nodes = InitialNodes(pg.nodes);
+    pg_lag_.observed.resize(pg.nodes.size());
     for (size_t i = 0; i < pg.nodes.size(); ++i) {
       PgProbeCredentials credentials{pg.monitor_user, pg.monitor_password, pg.monitor_database,
                                      pg.backend_tls.mode, pg.backend_tls.root_cert};
@@ -71,6 +72,7 @@ Monitor::Monitor(const config::Config& config, TopologyHolder& holder)
   if (config.redis) {
     const config::Redis& redis = *config.redis;
     state_.redis.nodes = InitialNodes(redis.nodes);
+    redis_lag_.observed.resize(redis.nodes.size());
     for (size_t i = 0; i < redis.nodes.size(); ++i) {
       slots_.push_back(std::make_unique<Slot>(
           Slot{Protocol::kRedis, i,
@@ -96,8 +98,11 @@ void Monitor::RunNode(std::stop_token stop, Slot& slot) {
   std::condition_variable_any sleeper;
   auto next = std::chrono::steady_clock::now();
   while (!stop.stop_requested()) {
+    const auto started = std::chrono::steady_clock::now();
     ProbeResult result = slot.probe->Check(timeout_);
-    Record(slot, result);
+    // The node read its position somewhere inside the check: take the middle.
+    const auto observed = started + (std::chrono::steady_clock::now() - started) / 2;
+    Record(slot, result, observed);
     next += interval_;
     const auto now = std::chrono::steady_clock::now();
     if (next < now) next = now;  // a slow check does not cause a burst of catch-up checks
@@ -106,9 +111,11 @@ void Monitor::RunNode(std::stop_token stop, Slot& slot) {
   }
 }
 
-void Monitor::Record(const Slot& slot, const ProbeResult& result) {
+void Monitor::Record(const Slot& slot, const ProbeResult& result,
+                     std::chrono::steady_clock::time_point observed) {
   std::lock_guard lock(mutex_);
   auto& topology = slot.protocol == Protocol::kPostgres ? state_.postgres : state_.redis;
+  LagState& lag = slot.protocol == Protocol::kPostgres ? pg_lag_ : redis_lag_;
   NodeState& node = topology.nodes[slot.index];
   const bool was_up = node.up;
   const Role old_role = node.role;
@@ -121,6 +128,7 @@ void Monitor::Record(const Slot& slot, const ProbeResult& result) {
     node.position = result.position;
     node.received_position = result.received_position;
     node.timeline = result.timeline;
+    lag.observed[slot.index] = observed;
   } else {
     ++node.consecutive_failures;
     node.last_error = result.error;
@@ -131,20 +139,44 @@ void Monitor::Record(const Slot& slot, const ProbeResult& result) {
                  node.name, node.up ? "up" : "down", routing::RoleName(node.role),
                  node.up ? "" : ": " + node.last_error);
   }
+  topology.primary = ChoosePrimary(topology, slot.protocol, primary_region_);
+  if (const NodeState* primary = topology.Primary()) {
+    // Another node (or a new timeline) counts positions from another history.
+    if (lag.owner != topology.primary || lag.timeline != primary->timeline) {
+      lag.watermark.Clear();
+      lag.owner = topology.primary;
+      lag.timeline = primary->timeline;
+      lag.changed = true;
+    }
+    if (result.ok && topology.primary == static_cast<int>(slot.index)) {
+      lag.watermark.Add(observed, node.position);
+      lag.changed = true;
+    }
+  }
   holder_.Publish(BuildSnapshotLocked());
 }
 
 routing::TopologySnapshot Monitor::BuildSnapshotLocked() {
   for (auto protocol : {Protocol::kPostgres, Protocol::kRedis}) {
     auto& topology = protocol == Protocol::kPostgres ? state_.postgres : state_.redis;
+    LagState& lag = protocol == Protocol::kPostgres ? pg_lag_ : redis_lag_;
     topology.primary = ChoosePrimary(topology, protocol, primary_region_);
     const NodeState* primary = topology.Primary();
-    for (auto& node : topology.nodes) {
+    const bool history_usable = primary && lag.owner == topology.primary && !lag.watermark.empty();
+    for (size_t i = 0; i < topology.nodes.size(); ++i) {
+      NodeState& node = topology.nodes[i];
       node.lag_bytes.reset();
-      if (primary && node.up && node.role == Role::kReplica) {
-        node.lag_bytes =
-            primary->position > node.position ? primary->position - node.position : 0;
+      node.lag_seconds.reset();
+      if (!primary || !node.up || node.role != Role::kReplica) continue;
+      // PostgreSQL: `position` is the replica's replay position, what its readers see.
+      node.lag_bytes = primary->position > node.position ? primary->position - node.position : 0;
+      if (history_usable) {
+        node.lag_seconds = lag.watermark.LagSeconds(node.position, lag.observed[i]);
       }
+    }
+    if (lag.changed) {
+      topology.watermark = std::make_shared<const routing::Watermark>(lag.watermark);
+      lag.changed = false;
     }
   }
   ++state_.generation;

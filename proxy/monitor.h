@@ -3,6 +3,10 @@
 //
 //   node thread ──Check()──▶ NodeProbe ──result──▶ Monitor::Record ──▶ BuildSnapshot ──▶ holder
 //   (x N nodes)                                    (mutex, not on the data path)   (atomic swap)
+//
+// Lag (DESIGN §6): every check of the chosen primary adds a (time, position) sample to that
+// protocol's watermark; a replica's lag in seconds is the time since the primary stood at the
+// replica's replayed position, measured at the moment the replica was checked.
 #pragma once
 
 #include <chrono>
@@ -15,6 +19,7 @@
 
 #include "nerava/config/config.h"
 #include "nerava/routing/topology.h"
+#include "nerava/routing/watermark.h"
 #include "proxy/node_probe.h"
 #include "proxy/topology_holder.h"
 
@@ -36,8 +41,19 @@ class Monitor {
     std::unique_ptr<NodeProbe> probe;
   };
 
+  // Lag bookkeeping of one protocol, guarded by mutex_.
+  struct LagState {
+    routing::Watermark watermark;
+    int owner = -1;         // node index whose positions the watermark holds
+    uint32_t timeline = 0;  // and its timeline (PostgreSQL)
+    bool changed = true;    // the snapshot's copy is stale
+    // Per node: when its last successful check saw its position (mid-point of the check).
+    std::vector<std::chrono::steady_clock::time_point> observed;
+  };
+
   void RunNode(std::stop_token stop, Slot& slot);
-  void Record(const Slot& slot, const ProbeResult& result);
+  void Record(const Slot& slot, const ProbeResult& result,
+              std::chrono::steady_clock::time_point observed);
   routing::TopologySnapshot BuildSnapshotLocked();
 
   const std::chrono::milliseconds interval_;
@@ -48,6 +64,8 @@ class Monitor {
 
   std::mutex mutex_;
   routing::Topology state_;  // guarded by mutex_
+  LagState pg_lag_;          // guarded by mutex_
+  LagState redis_lag_;       // guarded by mutex_
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<std::jthread> threads_;
 };

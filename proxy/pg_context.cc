@@ -45,6 +45,8 @@ absl::StatusOr<std::shared_ptr<const PgContext>> MakePgContext(const config::Con
   context->topology = services.topology;
   context->cancels = services.cancels;
   context->sessions = services.sessions;
+  context->metrics = services.metrics;
+  context->clients = services.clients;
   return std::shared_ptr<const PgContext>(std::move(context));
 }
 

@@ -19,6 +19,9 @@
 
 namespace nerava::proxy {
 
+class ClientRegistry;
+class Metrics;
+
 struct PgUserEntry {
   std::string name;
   std::string password;          // checks md5 clients
@@ -38,12 +41,16 @@ struct PgContext {
   TopologyHolder* topology = nullptr;
   CancelRegistry* cancels = nullptr;
   SessionRegistry* sessions = nullptr;
+  Metrics* metrics = nullptr;  // null: nothing counted
+  ClientRegistry* clients = nullptr;  // null: sessions not listed by `show clients`
 };
 
 struct PgServices {
   TopologyHolder* topology;
   CancelRegistry* cancels;
   SessionRegistry* sessions;
+  Metrics* metrics = nullptr;
+  ClientRegistry* clients = nullptr;
 };
 
 // Builds the context of one PostgreSQL listener: derives SCRAM secrets, loads TLS material.

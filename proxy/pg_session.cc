@@ -22,6 +22,8 @@
 #include "nerava/protocol/pg/messages.h"
 #include "nerava/protocol/pg/startup.h"
 #include "proxy/byte_buffer.h"
+#include "proxy/client_registry.h"
+#include "proxy/metrics.h"
 #include "proxy/pg_backend.h"
 #include "proxy/pg_client_auth.h"
 #include "proxy/pg_io.h"
@@ -46,20 +48,73 @@ enum class SessionState {
   kClosing,
 };
 
+// For `show clients`: string literals, stored by pointer.
+const char* StateName(SessionState state) {
+  switch (state) {
+    case SessionState::kStartup:
+      return "startup";
+    case SessionState::kAuthenticating:
+      return "authenticating";
+    case SessionState::kConnecting:
+      return "connecting";
+    case SessionState::kIdle:
+      return "idle";
+    case SessionState::kTransaction:
+      return "transaction";
+    case SessionState::kFailed:
+      return "failed transaction";
+    case SessionState::kClosing:
+      break;
+  }
+  return "closing";
+}
+
+std::string PeerOf(const tcp::socket& socket) {
+  error_code ec;
+  const tcp::endpoint peer = socket.remote_endpoint(ec);
+  if (ec) return "?";
+  const std::string address = peer.address().to_string();
+  return (peer.address().is_v6() ? "[" + address + "]" : address) + ":" +
+         std::to_string(peer.port());
+}
+
 class PgSession : public std::enable_shared_from_this<PgSession> {
  public:
   PgSession(tcp::socket socket, std::shared_ptr<const PgContext> context)
       : context_(std::move(context)),
+        record_(context_->clients, "postgres", ListenerName(*context_), PeerOf(socket)),
+        client_gauge_(context_->metrics
+                          ? &context_->metrics->ClientConnections(ListenerName(*context_))
+                          : nullptr),
         client_(std::move(socket)),
         client_framer_(pg::Direction::kFrontend, context_->limits),
-        server_framer_(pg::Direction::kBackend, context_->limits) {}
+        server_framer_(pg::Direction::kBackend, context_->limits) {
+    record_.SetState(StateName(state_));
+  }
 
   awaitable<void> Run();
   // Called on the session's executor when the proxy drains.
   void RequestShutdown();
 
  private:
-  void SetState(SessionState state) { state_ = state; }
+  static const char* ListenerName(const PgContext& context) {
+    return context.read_only ? "pg_ro" : "pg";  // as the server names the listeners
+  }
+  // The one state transition; the client registry's state is a lock-free pointer store.
+  void SetState(SessionState state) {
+    if (state == state_) return;
+    state_ = state;
+    record_.SetState(StateName(state));
+  }
+  void EndQueryCycle() {
+    const auto elapsed = std::chrono::steady_clock::now() - *cycle_start_;
+    cycle_start_.reset();
+    if (queries_) queries_->Increment();
+    if (query_duration_) query_duration_->Observe(std::chrono::duration<double>(elapsed).count());
+  }
+  void CountError(std::string_view kind) {
+    if (context_->metrics) context_->metrics->Errors(Protocol::kPostgres, kind).Increment();
+  }
   awaitable<bool> Start();
   awaitable<bool> Handshake();
   awaitable<void> ForwardCancel(const pg::BackendKeyData& key);
@@ -70,6 +125,9 @@ class PgSession : public std::enable_shared_from_this<PgSession> {
   std::optional<routing::NodeState> CurrentPrimary() const;
 
   std::shared_ptr<const PgContext> context_;
+  // Declared before client_: initialised from the socket before it moves into client_.
+  ClientRecord record_;
+  GaugeHold client_gauge_;  // client_connections{listener}
   Stream client_;
   ByteBuffer client_in_;
   pg::Framer client_framer_;
@@ -84,6 +142,13 @@ class PgSession : public std::enable_shared_from_this<PgSession> {
   bool client_stream_clean_ = true;  // the client has no partial message from us
   bool server_sent_fatal_ = false;   // the server explained its own close
   std::optional<pg::Error> pending_client_error_;
+
+  // Metrics, looked up once the server is chosen. A query cycle runs from the first client
+  // message after a ReadyForQuery to the next ReadyForQuery.
+  GaugeHold backend_gauge_;  // backend_connections{protocol,node}
+  prometheus::Counter* queries_ = nullptr;
+  prometheus::Histogram* query_duration_ = nullptr;
+  std::optional<std::chrono::steady_clock::time_point> cycle_start_;
 };
 
 void PgSession::RequestShutdown() {
@@ -134,6 +199,7 @@ awaitable<bool> PgSession::Handshake() {
   for (;;) {
     auto parsed = pg::ParseStartupPacket(client_in_.data(), context_->limits);
     if (!parsed.ok()) {
+      CountError(kErrorProtocol);
       // Built outside the co_await: GCC 12 destroys temporaries of a conditional expression
       // inside a co_await expression twice.
       std::string message = parsed.status().code() == absl::StatusCode::kResourceExhausted
@@ -225,6 +291,7 @@ awaitable<bool> PgSession::ConnectServer() {
     primary = CurrentPrimary();
   }
   if (!primary) {
+    CountError(kErrorBackendConnect);
     co_await SendError("FATAL", "57P03",
                        "the database system is not accepting connections: no primary "
                        "PostgreSQL node is reachable");
@@ -237,11 +304,18 @@ awaitable<bool> PgSession::ConnectServer() {
   PgBackendResult result =
       co_await ConnectPgBackend(target, options, startup_.parameters, user, password);
   if (!result.backend) {
+    CountError(kErrorBackendConnect);
     spdlog::warn("pg: cannot open server connection to {} for user {}", target.node_name, user);
     co_await WriteAll(client_, result.client_error);
     co_return false;
   }
   server_ = std::move(result.backend);
+  record_.SetNode(target.node_name);
+  if (Metrics* metrics = context_->metrics) {
+    backend_gauge_ = GaugeHold(&metrics->BackendConnections(Protocol::kPostgres, target.node_name));
+    queries_ = &metrics->Queries(Protocol::kPostgres, "primary", target.node_name);
+    query_duration_ = &metrics->QueryDuration(Protocol::kPostgres);
+  }
   client_key_ = context_->cancels->Register();
   context_->cancels->SetTarget(*client_key_,
                                CancelTarget{target.host, target.port, server_->key});
@@ -261,6 +335,7 @@ awaitable<void> PgSession::ClientToServer() {
     while (!terminate) {
       auto piece = client_framer_.Next(client_in_.data().substr(ready));
       if (!piece.ok()) {
+        CountError(kErrorProtocol);
         pending_client_error_ = pg::Error{"FATAL", "08P01",
                                           "invalid message from client: " +
                                               std::string(piece.status().message()),
@@ -272,6 +347,7 @@ awaitable<void> PgSession::ClientToServer() {
       ready += piece->size;
     }
     if (ready > 0) {
+      if (!cycle_start_) cycle_start_ = std::chrono::steady_clock::now();
       auto [ec, n] = co_await server_->stream.Write(asio::buffer(client_in_.data().data(), ready));
       if (ec) co_return;
       client_in_.Consume(ready);
@@ -299,6 +375,7 @@ awaitable<void> PgSession::ServerToClient() {
     for (;;) {
       auto piece = server_framer_.Next(in.data().substr(ready));
       if (!piece.ok()) {
+        CountError(kErrorProtocol);
         spdlog::warn("pg: server {} sent an unframeable stream: {}", server_->target.node_name,
                      std::string(piece.status().message()));
         pending_client_error_ = pg::Error{"FATAL", "08P01",
@@ -309,6 +386,7 @@ awaitable<void> PgSession::ServerToClient() {
       if (piece->kind == pg::Piece::Kind::kMessage) {
         const std::string_view body = in.data().substr(ready + 5, piece->size - 5);
         if (piece->type == pg::msg::kReadyForQuery) {
+          if (cycle_start_) EndQueryCycle();
           if (auto status = pg::ParseReadyForQuery(body); status.ok()) {
             server_->transaction_status = *status;
             SetState(*status == 'T'   ? SessionState::kTransaction
@@ -343,6 +421,7 @@ awaitable<void> PgSession::ServerToClient() {
       // Cancelled: the other direction ended first and has said why, or a drain is under way.
       if (ec != asio::error::operation_aborted && !shutdown_requested_ && !server_sent_fatal_ &&
           !pending_client_error_) {
+        CountError(kErrorBackendLost);
         pending_client_error_ = pg::Error{
             "FATAL", "08006",
             "server connection to PostgreSQL node \"" + server_->target.node_name +
@@ -362,11 +441,15 @@ awaitable<bool> PgSession::Start() {
   const std::string user_name(startup_.Get("user"));
   auto user = co_await AuthenticateClient(client_, client_in_, user_name, *context_);
   if (!user.ok()) {
+    if (user.status().code() == absl::StatusCode::kPermissionDenied) CountError(kErrorAuth);
+    if (user.status().code() == absl::StatusCode::kInvalidArgument) CountError(kErrorProtocol);
     spdlog::info("pg: authentication failed for user {}: {}", user_name,
                  std::string(user.status().message()));
     co_return false;
   }
   user_ = *user;
+  const std::string_view database = startup_.Get("database");
+  record_.SetLogin(user_name, std::string(database.empty() ? user_name : database));
   SetState(SessionState::kConnecting);
   co_return co_await ConnectServer();
 }

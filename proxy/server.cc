@@ -30,7 +30,8 @@ Server::~Server() {
 absl::Status Server::Open() {
   workers_ = std::make_unique<WorkerPool>(config_.workers);
   monitor_ = std::make_unique<Monitor>(config_, topology_);
-  const PgServices services{&topology_, &cancels_, &sessions_};
+  if (auto status = OpenAdmin(); !status.ok()) return status;
+  const PgServices services{&topology_, &cancels_, &sessions_, metrics_.get(), &clients_};
   if (config_.postgres) {
     auto rw = MakePgContext(config_, /*read_only=*/false, services);
     if (!rw.ok()) return rw.status();
@@ -67,7 +68,44 @@ int Server::Run() {
   return 0;
 }
 
+absl::Status Server::OpenAdmin() {
+  metrics_ = std::make_unique<Metrics>(topology_);
+  // Every node has a backend_connections series from the start, 0 until used.
+  if (config_.postgres) {
+    for (const auto& node : config_.postgres->nodes) {
+      metrics_->BackendConnections(routing::Protocol::kPostgres, node.name);
+    }
+  }
+  if (config_.redis) {
+    for (const auto& node : config_.redis->nodes) {
+      metrics_->BackendConnections(routing::Protocol::kRedis, node.name);
+    }
+  }
+  if (config_.admin.http) {
+    auto http = HttpServer::Open(main_io_, *config_.admin.http, *metrics_, [this] {
+      return Readiness(*topology_.Get(), config_.postgres.has_value(),
+                       config_.redis.has_value());
+    });
+    if (!http.ok()) return http.status();
+    http_ = std::move(*http);
+    http_->Start();
+    spdlog::info("admin http: listening on {}:{}", config_.admin.http->host, http_->port());
+  }
+  if (!config_.admin.socket.empty()) {
+    AdminSources sources{&topology_, &clients_, &config_, metrics_.get()};
+    auto admin = AdminSocket::Open(
+        main_io_, config_.admin.socket,
+        [sources](std::string_view line) { return RunAdminCommand(line, sources); });
+    if (!admin.ok()) return admin.status();
+    admin_ = std::move(*admin);
+    admin_->Start();
+    spdlog::info("admin socket: listening on {}", config_.admin.socket);
+  }
+  return absl::OkStatus();
+}
+
 awaitable<void> Server::Drain() {
+  if (http_) http_->SetDraining();
   for (auto& listener : listeners_) listener->Close();
   // Sessions finish on their own for up to shutdown_timeout; then the rest are told 57P01.
   asio::steady_timer poll(main_io_);

@@ -6,9 +6,13 @@
 
 #include "absl/status/status.h"
 #include "nerava/config/config.h"
+#include "proxy/admin_socket.h"
 #include "proxy/asio.h"
 #include "proxy/cancel_registry.h"
+#include "proxy/client_registry.h"
+#include "proxy/http_server.h"
 #include "proxy/listener.h"
+#include "proxy/metrics.h"
 #include "proxy/monitor.h"
 #include "proxy/pg_context.h"
 #include "proxy/session_registry.h"
@@ -28,9 +32,14 @@ class Server {
 
  private:
   absl::Status Open();
+  absl::Status OpenAdmin();  // metrics, admin.http and admin.socket
   awaitable<void> Drain();
 
   config::Config config_;
+  // Declared before workers_: session frames destroyed with the workers' io_contexts still
+  // release their gauges and client rows then.
+  ClientRegistry clients_;
+  std::unique_ptr<Metrics> metrics_;
   asio::io_context main_io_{1};
   std::unique_ptr<WorkerPool> workers_;
   TopologyHolder topology_;
@@ -40,6 +49,8 @@ class Server {
   std::shared_ptr<const PgContext> pg_rw_;
   std::shared_ptr<const PgContext> pg_ro_;
   std::vector<std::unique_ptr<Listener>> listeners_;
+  std::unique_ptr<HttpServer> http_;    // admin.http
+  std::unique_ptr<AdminSocket> admin_;  // admin.socket
 };
 
 }  // namespace nerava::proxy

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "nerava/routing/watermark.h"
+
 namespace nerava::routing {
 
 enum class Protocol { kPostgres, kRedis };
@@ -43,6 +45,9 @@ struct NodeState {
 struct ProtocolTopology {
   std::vector<NodeState> nodes;  // in config order
   int primary = -1;              // index into nodes of the node that says it is primary, or -1
+  // The primary's recent positions (DESIGN §6), for read-your-writes; never null in a
+  // published snapshot, shared between snapshots while it does not change.
+  std::shared_ptr<const Watermark> watermark = std::make_shared<const Watermark>();
 
   const NodeState* Primary() const { return primary >= 0 ? &nodes[primary] : nullptr; }
 };

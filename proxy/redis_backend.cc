@@ -1,0 +1,87 @@
+#include "proxy/redis_backend.h"
+
+#include "nerava/protocol/redis/encoder.h"
+
+namespace nerava::proxy {
+namespace {
+
+using namespace asio::experimental::awaitable_operators;
+
+RedisBackendResult Fail(const RedisBackendTarget& target, const std::string& why) {
+  return {nullptr, "TRYAGAIN could not connect to Redis node \"" + target.node_name + "\": " + why};
+}
+
+// Reads the replies to the replayed commands; the first error reply fails the connect.
+awaitable<std::string> ReadReplayReplies(RedisBackend& backend, size_t count) {
+  while (count > 0) {
+    if (backend.in.size() > backend.value_bytes) {
+      auto progress = backend.decoder.Feed(backend.in.data().substr(backend.value_bytes));
+      if (!progress.ok()) co_return "ERR protocol error from the server";
+      backend.value_bytes += progress->consumed;
+      if (!progress->complete) continue;
+      const redis::Type type = progress->type;
+      const std::string text = backend.decoder.scalar();
+      backend.in.Consume(backend.value_bytes);
+      backend.value_bytes = 0;
+      if (type == redis::Type::kPush) continue;  // not a reply
+      if (type == redis::Type::kError || type == redis::Type::kBlobError) {
+        // Not a conditional expression in co_return: GCC 12 may destroy its temporary twice.
+        std::string error = "ERR replay refused";
+        if (type == redis::Type::kError && !text.empty()) error = text;
+        co_return error;
+      }
+      --count;
+      continue;
+    }
+    auto [ec, n] = co_await backend.stream.ReadSome(backend.in.Prepare(4096));
+    if (ec) co_return "ERR connection closed during login: " + ec.message();
+    backend.in.Commit(n);
+  }
+  co_return std::string();
+}
+
+awaitable<RedisBackendResult> Connect(const RedisBackendTarget& target,
+                                      const RedisBackendOptions& options,
+                                      const std::vector<RedisCommand>& replay) {
+  auto executor = co_await asio::this_coro::executor;
+  tcp::resolver resolver(executor);
+  auto [resolve_error, endpoints] =
+      co_await resolver.async_resolve(target.host, std::to_string(target.port), kNoThrow);
+  if (resolve_error) co_return Fail(target, "cannot resolve host: " + resolve_error.message());
+  tcp::socket socket(executor);
+  auto [connect_error, endpoint] = co_await asio::async_connect(socket, endpoints, kNoThrow);
+  if (connect_error) co_return Fail(target, connect_error.message());
+  error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+
+  auto backend = std::make_shared<RedisBackend>(std::move(socket), options.limits);
+  backend->node_name = target.node_name;
+  if (options.tls_context) {
+    if (auto ec = co_await backend->stream.ConnectTls(*options.tls_context, target.host,
+                                                      /*verify=*/true)) {
+      co_return Fail(target, "TLS handshake failed: " + ec.message());
+    }
+  }
+  if (!replay.empty()) {
+    std::string out;
+    for (const RedisCommand& command : replay) redis::AppendCommand(out, command);
+    auto [ec, n] = co_await backend->stream.Write(asio::buffer(out));
+    if (ec) co_return Fail(target, "connection closed during login");
+    std::string error = co_await ReadReplayReplies(*backend, replay.size());
+    if (!error.empty()) co_return RedisBackendResult{nullptr, std::move(error)};
+  }
+  co_return RedisBackendResult{std::move(backend), {}};
+}
+
+}  // namespace
+
+awaitable<RedisBackendResult> ConnectRedisBackend(const RedisBackendTarget& target,
+                                                  const RedisBackendOptions& options,
+                                                  const std::vector<RedisCommand>& replay) {
+  asio::steady_timer deadline(co_await asio::this_coro::executor, options.connect_timeout);
+  auto outcome = co_await (Connect(target, options, replay) || deadline.async_wait(kNoThrow));
+  if (outcome.index() == 1) co_return Fail(target, "timed out");
+  co_return std::move(std::get<0>(outcome));
+}
+
+}  // namespace nerava::proxy
