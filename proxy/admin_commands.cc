@@ -105,8 +105,7 @@ AdminReply Status(const AdminSources& sources, bool as_json) {
                        {"connections", static_cast<int64_t>(connections)}});
       rows.push_back({routing::ProtocolName(protocol), node.name, node.region,
                       std::string(routing::RoleName(node.role)) + (chosen ? "*" : ""),
-                      node.up ? "yes" : "no",
-                      node.lag_seconds ? Fixed(*node.lag_seconds, 3) : "-",
+                      node.up ? "yes" : "no", node.lag_seconds ? Fixed(*node.lag_seconds, 3) : "-",
                       node.lag_bytes ? std::to_string(*node.lag_bytes) : "-",
                       std::to_string(static_cast<int64_t>(connections))});
     }
@@ -128,24 +127,24 @@ AdminReply ShowNodes(const AdminSources& sources, bool as_json) {
       if (node.last_success != std::chrono::steady_clock::time_point{}) {
         since_success = std::chrono::duration<double>(now - node.last_success).count();
       }
-      json entry = {{"protocol", routing::ProtocolName(protocol)},
-                    {"node", node.name},
-                    {"region", node.region},
-                    {"host", node.host},
-                    {"port", node.port},
-                    {"role", routing::RoleName(node.role)},
-                    {"primary", topology.primary == static_cast<int>(i)},
-                    {"up", node.up},
-                    {"consecutive_failures", node.consecutive_failures},
-                    {"last_error", node.last_error},
-                    {"seconds_since_success", OptionalJson(since_success)},
-                    {"position", node.position},
-                    {"received_position", node.received_position},
-                    {"timeline", node.timeline},
-                    {"lag_seconds", OptionalJson(node.lag_seconds)},
-                    {"lag_bytes", OptionalJson(node.lag_bytes)},
-                    {"connections", static_cast<int64_t>(
-                                        Connections(sources.metrics, protocol, node.name))}};
+      json entry = {
+          {"protocol", routing::ProtocolName(protocol)},
+          {"node", node.name},
+          {"region", node.region},
+          {"host", node.host},
+          {"port", node.port},
+          {"role", routing::RoleName(node.role)},
+          {"primary", topology.primary == static_cast<int>(i)},
+          {"up", node.up},
+          {"consecutive_failures", node.consecutive_failures},
+          {"last_error", node.last_error},
+          {"seconds_since_success", OptionalJson(since_success)},
+          {"position", node.position},
+          {"received_position", node.received_position},
+          {"timeline", node.timeline},
+          {"lag_seconds", OptionalJson(node.lag_seconds)},
+          {"lag_bytes", OptionalJson(node.lag_bytes)},
+          {"connections", static_cast<int64_t>(Connections(sources.metrics, protocol, node.name))}};
       text += std::string(routing::ProtocolName(protocol)) + " " + node.name + "\n";
       for (const auto& [key, value] : entry.items()) {
         if (key == "protocol" || key == "node") continue;
@@ -164,9 +163,9 @@ AdminReply ShowClients(const AdminSources& sources, bool as_json) {
   if (sources.clients) clients = sources.clients->List();
   const auto now = std::chrono::system_clock::now();
   json out = json::array();
-  std::vector<std::vector<std::string>> rows = {
-      {"ID", "PROTOCOL", "LISTENER", "PEER", "USER", "DATABASE", "NODE", "STATE", "CONNECTED",
-       "AGE S"}};
+  std::vector<std::vector<std::string>> rows = {{"ID", "PROTOCOL", "LISTENER", "PEER", "USER",
+                                                 "DATABASE", "NODE", "STATE", "CONNECTED",
+                                                 "AGE S"}};
   for (const ClientInfo& client : clients) {
     const double age = std::chrono::duration<double>(now - client.connected_at).count();
     out.push_back({{"id", client.id},
@@ -247,8 +246,8 @@ AdminReply Dispatch(std::string_view line, const AdminSources& sources) {
   if (command == "help" || command.empty()) return {true, std::string(kHelp)};
   if (!words.empty() && words[0] == "show") {
     if (words.size() == 1) return {false, "show what? expected nodes, clients or config"};
-    return {false, "unknown show target \"" + command.substr(5) +
-                       "\": expected nodes, clients or config"};
+    return {false,
+            "unknown show target \"" + command.substr(5) + "\": expected nodes, clients or config"};
   }
   return {false, "unknown command \"" + command + "\" (try \"help\")"};
 }

@@ -67,8 +67,7 @@ absl::StatusOr<std::unique_ptr<AdminSocket>> AdminSocket::Open(asio::io_context&
   if (ec) {
     std::error_code ignored;
     if (acceptor.is_open()) std::filesystem::remove(path, ignored);
-    return absl::UnavailableError("admin.socket: cannot listen on " + path + ": " +
-                                  ec.message());
+    return absl::UnavailableError("admin.socket: cannot listen on " + path + ": " + ec.message());
   }
   return std::unique_ptr<AdminSocket>(
       new AdminSocket(std::move(acceptor), path, std::move(handler)));
@@ -107,10 +106,10 @@ awaitable<void> AdminSocket::AcceptLoop() {
 awaitable<void> AdminSocket::Serve(Protocol::socket socket) {
   std::string request;
   asio::steady_timer deadline(socket.get_executor(), kTimeout);
-  auto read = co_await (
-      asio::async_read_until(socket, asio::dynamic_buffer(request, kMaxRequestBytes), '\n',
-                             kNoThrow) ||
-      deadline.async_wait(kNoThrow));
+  auto read =
+      co_await (asio::async_read_until(socket, asio::dynamic_buffer(request, kMaxRequestBytes),
+                                       '\n', kNoThrow) ||
+                deadline.async_wait(kNoThrow));
   std::string reply;
   if (read.index() == 1) {
     reply = std::string(kAdminError) + " timed out waiting for a request line\n";

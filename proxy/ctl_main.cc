@@ -82,8 +82,8 @@ std::string Exchange(const std::string& path, const std::string& request, std::s
       error = "timed out sending the command";
       return {};
     }
-    const ssize_t n = ::send(fd.get(), request.data() + sent, request.size() - sent,
-                             MSG_NOSIGNAL | MSG_DONTWAIT);
+    const ssize_t n =
+        ::send(fd.get(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
     if (n < 0) {
       error = std::string("send: ") + std::strerror(errno);

@@ -56,8 +56,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Open(asio::io_context& i
   if (!ec) acceptor.bind(at, ec);
   if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return absl::UnavailableError(where + ": " + ec.message());
-  return std::unique_ptr<HttpServer>(new HttpServer(std::move(acceptor), metrics,
-                                                    std::move(ready)));
+  return std::unique_ptr<HttpServer>(
+      new HttpServer(std::move(acceptor), metrics, std::move(ready)));
 }
 
 void HttpServer::Start() { asio::co_spawn(acceptor_.get_executor(), AcceptLoop(), asio::detached); }

@@ -47,12 +47,12 @@ void AddTopology(prometheus::Registry& registry, const routing::Topology& topolo
     const routing::ProtocolTopology& nodes = topology.Get(protocol);
     const std::string protocol_name = routing::ProtocolName(protocol);
     for (const routing::NodeState& node : nodes.nodes) {
-      up.Add({{"protocol", protocol_name}, {"node", node.name},
+      up.Add({{"protocol", protocol_name},
+              {"node", node.name},
               {"role", routing::RoleName(node.role)}})
           .Set(node.up ? 1 : 0);
       if (node.lag_seconds) {
-        lag_seconds.Add({{"protocol", protocol_name}, {"node", node.name}})
-            .Set(*node.lag_seconds);
+        lag_seconds.Add({{"protocol", protocol_name}, {"node", node.name}}).Set(*node.lag_seconds);
       }
       if (node.lag_bytes) {
         lag_bytes.Add({{"protocol", protocol_name}, {"node", node.name}})
@@ -77,13 +77,13 @@ Metrics::Metrics(const TopologyHolder& topology)
                                                "answered, by route and node")),
       errors_(MakeFamily<prometheus::Counter>(*registry_, "errors_total",
                                               "Client-visible errors, by kind")),
-      query_duration_(MakeFamily<prometheus::Histogram>(
-          *registry_, "query_duration_seconds",
-          "From a request's first byte to the end of its reply")),
+      query_duration_(
+          MakeFamily<prometheus::Histogram>(*registry_, "query_duration_seconds",
+                                            "From a request's first byte to the end of its reply")),
       client_connections_(MakeFamily<prometheus::Gauge>(*registry_, "client_connections",
-                                                         "Open client connections")),
-      backend_connections_(MakeFamily<prometheus::Gauge>(
-          *registry_, "backend_connections", "Open proxy-to-server connections")) {}
+                                                        "Open client connections")),
+      backend_connections_(MakeFamily<prometheus::Gauge>(*registry_, "backend_connections",
+                                                         "Open proxy-to-server connections")) {}
 
 prometheus::Counter& Metrics::Queries(Protocol protocol, std::string_view route,
                                       std::string_view node) {

@@ -11,16 +11,16 @@
 // session starts or changes node, keep the reference, and only increment on the data path.
 #pragma once
 
-#include <memory>
-#include <string>
-#include <string_view>
-#include <utility>
-
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
 
 #include "nerava/routing/topology.h"
 #include "proxy/topology_holder.h"
@@ -28,8 +28,8 @@
 namespace nerava::proxy {
 
 // errors_total{kind} values used by the sessions.
-inline constexpr std::string_view kErrorProtocol = "protocol";          // unframeable input
-inline constexpr std::string_view kErrorAuth = "auth";                  // client auth failed
+inline constexpr std::string_view kErrorProtocol = "protocol";  // unframeable input
+inline constexpr std::string_view kErrorAuth = "auth";          // client auth failed
 inline constexpr std::string_view kErrorBackendConnect = "backend_connect";
 inline constexpr std::string_view kErrorBackendLost = "backend_lost";
 

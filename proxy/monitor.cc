@@ -134,6 +134,12 @@ void Monitor::Record(const Slot& slot, const ProbeResult& result,
     node.last_error = result.error;
     if (node.consecutive_failures >= failure_threshold_) node.up = false;
   }
+  if (!result.ok && node.consecutive_failures == failure_threshold_ &&
+      node.last_success == std::chrono::steady_clock::time_point{}) {
+    // A node that was never up has no up/down transition to log: say why it is not usable.
+    spdlog::warn("monitor: {} node {} cannot be checked: {}", routing::ProtocolName(slot.protocol),
+                 node.name, node.last_error);
+  }
   if (was_up != node.up || old_role != node.role) {
     spdlog::info("monitor: {} node {} is {} ({}){}", routing::ProtocolName(slot.protocol),
                  node.name, node.up ? "up" : "down", routing::RoleName(node.role),

@@ -3,18 +3,17 @@
 #include <spdlog/spdlog.h>
 
 #include "nerava/protocol/pg/messages.h"
+#include "proxy/pg_handshake.h"
 #include "proxy/pg_io.h"
 #include "proxy/pg_session.h"
+#include "proxy/redis_session.h"
 
 namespace nerava::proxy {
 namespace {
 
 awaitable<void> RefusePgClient(tcp::socket& socket) {
-  // The client has sent nothing yet; PostgreSQL answers an over-limit start-up the same way.
-  std::string out;
-  pg::AppendErrorResponse(out, pg::Error{"FATAL", "53300", "sorry, too many clients already",
-                                         "", ""});
-  co_await asio::async_write(socket, asio::buffer(out), kNoThrow);
+  co_await RefusePgConnection(
+      socket, pg::Error{"FATAL", "53300", "sorry, too many clients already", "", ""});
 }
 
 }  // namespace
@@ -24,7 +23,10 @@ Server::Server(config::Config config) : config_(std::move(config)) {}
 Server::~Server() {
   listeners_.clear();
   monitor_.reset();
+  // Destroy the workers (and with their io_contexts, any session frames still pending) while
+  // the registries those sessions point to are alive.
   if (workers_) workers_->Stop();
+  workers_.reset();
 }
 
 absl::Status Server::Open() {
@@ -44,6 +46,21 @@ absl::Status Server::Open() {
         *workers_,
         [context = pg_rw_](tcp::socket socket) { return RunPgSession(std::move(socket), context); },
         RefusePgClient);
+  }
+  if (config_.redis) {
+    auto context = MakeRedisContext(config_, &topology_, &sessions_);
+    if (!context.ok()) return context.status();
+    redis_ = *context;
+    auto listener = Listener::Open(main_io_, "redis", config_.redis->listen,
+                                   config_.redis->max_client_connections);
+    if (!listener.ok()) return listener.status();
+    listeners_.push_back(std::move(*listener));
+    listeners_.back()->Start(
+        *workers_,
+        [context = redis_](tcp::socket socket) {
+          return RunRedisSession(std::move(socket), context);
+        },
+        RefuseRedisClient);
   }
   return absl::OkStatus();
 }

@@ -15,6 +15,7 @@
 #include "proxy/metrics.h"
 #include "proxy/monitor.h"
 #include "proxy/pg_context.h"
+#include "proxy/redis_context.h"
 #include "proxy/session_registry.h"
 #include "proxy/topology_holder.h"
 #include "proxy/worker_pool.h"
@@ -48,6 +49,7 @@ class Server {
   std::unique_ptr<Monitor> monitor_;
   std::shared_ptr<const PgContext> pg_rw_;
   std::shared_ptr<const PgContext> pg_ro_;
+  std::shared_ptr<const RedisContext> redis_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unique_ptr<HttpServer> http_;    // admin.http
   std::unique_ptr<AdminSocket> admin_;  // admin.socket

@@ -15,6 +15,8 @@ packages=(
   python3 python3-psycopg python3-redis python3-pytest openssl curl procps iproute2
   # peers for bench/compare.sh
   pgbouncer haproxy
+  # promtool for scripts/check-deploy.sh (alert rules: check + unit tests)
+  prometheus
 )
 
 missing=()

@@ -18,6 +18,8 @@ from typing import Optional
 
 PROTOCOL_3_0 = 196608
 SSL_REQUEST_CODE = 80877103
+GSSENC_REQUEST_CODE = 80877104
+CANCEL_REQUEST_CODE = 80877102
 
 
 class WireError(RuntimeError):
@@ -62,11 +64,23 @@ def message(kind: bytes, body: bytes = b"") -> bytes:
     return kind + struct.pack("!I", len(body) + 4) + body
 
 
+def cancel_request(pid: int, secret: int) -> bytes:
+    return struct.pack("!IIII", 16, CANCEL_REQUEST_CODE, pid, secret)
+
+
+def parse_negotiate_protocol_version(body: bytes) -> tuple[int, list]:
+    """NegotiateProtocolVersion ('v'): (newest supported minor, unrecognised option names)."""
+    minor, count = struct.unpack("!II", body[:8])
+    names = [n.decode() for n in body[8:].split(b"\0")[:count]]
+    return minor, names
+
+
 @dataclass
 class AuthResult:
     kinds: list = field(default_factory=list)       # message types seen, e.g. ['R10','R11','E']
     parameters: dict = field(default_factory=dict)  # ParameterStatus
     backend_key: Optional[tuple] = None             # (pid, secret)
+    negotiate: Optional[tuple] = None               # NegotiateProtocolVersion: (minor, names)
 
 
 class RawPg:
@@ -134,12 +148,19 @@ class RawPg:
         self.send(struct.pack("!II", 8, SSL_REQUEST_CODE))
         return self.read_byte()
 
-    def startup(self, user: str, password: str, database: str, **params) -> AuthResult:
+    def gssenc_request(self) -> bytes:
+        """Sends GSSENCRequest, returns the one-byte answer (b'G' or b'N')."""
+        self.send(struct.pack("!II", 8, GSSENC_REQUEST_CODE))
+        return self.read_byte()
+
+    def startup(self, user: str, password: str, database: str, *,
+                version: int = PROTOCOL_3_0, **params) -> AuthResult:
         """Startup + authentication up to ReadyForQuery. Raises ServerError on ErrorResponse
-        (with .result holding what was seen before it)."""
+        (with .result holding what was seen before it). `version` is the protocol number sent
+        ((major << 16) | minor); parameters that are not identifiers go in as **{"_pq_.x": v}."""
         p = {"user": user, "database": database}
         p.update(params)
-        self.send(startup_packet(p))
+        self.send(startup_packet(p, version))
         res = AuthResult()
         scram: Optional[_Scram] = None
         while True:
@@ -183,6 +204,9 @@ class RawPg:
                 res.backend_key = struct.unpack("!II", body[:8])
             elif kind == b"N":
                 continue
+            elif kind == b"v":
+                res.kinds.append("v")
+                res.negotiate = parse_negotiate_protocol_version(body)
             elif kind == b"Z":
                 res.kinds.append("Z")
                 return res

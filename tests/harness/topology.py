@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import hashlib
 import os
 import pwd
 import shutil
@@ -339,6 +340,62 @@ class PgCluster:
         quoted = str(value).replace("'", "''")
         self._append_conf(node, {key: f"'{quoted}'"})
         self._pg_ctl(node, "reload")
+
+    def reload(self, node: Node) -> None:
+        """pg_ctl reload, then waits until a new session sees the new configuration (a reload is
+        only a signal: the postmaster rereads its files some time later)."""
+        before = self.sql(node, "select pg_conf_load_time()")[0][0]
+        self._pg_ctl(node, "reload")
+        wait_until(f"{node.name} to reload its configuration",
+                   lambda: self.sql(node, "select pg_conf_load_time()")[0][0] > before,
+                   log=node.log_path)
+
+    def add_hba_lines(self, node: Node, lines: Iterable[str], reload: bool = True) -> None:
+        """Inserts pg_hba.conf lines ahead of the catch-all `host all all` line (the first
+        matching line wins), then reloads."""
+        hba = node.data_dir / "pg_hba.conf"
+        old = hba.read_text().splitlines()
+        at = next((i for i, line in enumerate(old) if line.split()[:3] == ["host", "all", "all"]),
+                  len(old))
+        hba.write_text("\n".join(old[:at] + list(lines) + old[at:]) + "\n")
+        if reload:
+            self.reload(node)
+
+    def create_md5_user(self, node: Node, name: str, password: str,
+                        hba_method: Optional[str] = "md5") -> None:
+        """A LOGIN role whose password is stored as an MD5 hash, and (unless hba_method is None)
+        a pg_hba line that makes the server ask it for `hba_method` ("md5" or "password")."""
+        digest = "md5" + hashlib.md5((password + name).encode()).hexdigest()
+        self.sql(node, f"CREATE ROLE {name} LOGIN SUPERUSER PASSWORD '{digest}'")
+        if hba_method:
+            self.add_hba_lines(node, [f"host all {name} 127.0.0.1/32 {hba_method}"])
+
+    def enable_ssl(self, node: Node, cert: os.PathLike, key: os.PathLike,
+                   hostssl: bool = True) -> None:
+        """Turns on ssl with the given certificate and key (copied into the data dir, owned by
+        postgres, key mode 0600) and reloads. With hostssl, a `hostssl all all` scram line goes
+        ahead of the plain ones; plain connections keep working either way."""
+        self.set_ssl_cert(node, cert, key, reload=False)
+        self._append_conf(node, {"ssl": "on", "ssl_cert_file": "'server.crt'",
+                                 "ssl_key_file": "'server.key'"})
+        if hostssl:
+            self.add_hba_lines(node, ["hostssl all all 127.0.0.1/32 scram-sha-256"], reload=False)
+        self.reload(node)
+        wait_until(f"{node.name} to turn ssl on",
+                   lambda: self.sql(node, "show ssl")[0][0] == "on", log=node.log_path)
+
+    def set_ssl_cert(self, node: Node, cert: os.PathLike, key: os.PathLike,
+                     reload: bool = True) -> None:
+        """Replaces the server certificate and key (the files enable_ssl configured)."""
+        for src, name in ((cert, "server.crt"), (key, "server.key")):
+            dst = node.data_dir / name
+            shutil.copyfile(src, dst)
+            os.chmod(dst, 0o600)
+            if _is_root():
+                pw = pwd.getpwnam(PG_USER)
+                os.chown(dst, pw.pw_uid, pw.pw_gid)
+        if reload:
+            self.reload(node)
 
     def wait_streaming(self, nodes: Optional[list[Node]] = None,
                        timeout: float = WAIT_SECONDS) -> None:

@@ -11,8 +11,9 @@ using Clock = Watermark::Clock;
 using std::chrono::milliseconds;
 
 // Synthetic time: t(ms) is `ms` milliseconds after an arbitrary origin.
-Clock::time_point T(int64_t ms) { return Clock::time_point{} + std::chrono::hours(1) +
-                                         milliseconds(ms); }
+Clock::time_point T(int64_t ms) {
+  return Clock::time_point{} + std::chrono::hours(1) + milliseconds(ms);
+}
 
 struct Point {
   int64_t ms;
@@ -50,7 +51,7 @@ TEST_P(WatermarkLagTest, LagSeconds) {
 }
 
 // A primary writing 1000 bytes per second, sampled every 250 ms unless said otherwise.
-const std::vector<Point> kSteady = {{0, 0},      {250, 250},   {500, 500},  {750, 750},
+const std::vector<Point> kSteady = {{0, 0},       {250, 250},   {500, 500},  {750, 750},
                                     {1000, 1000}, {1250, 1250}, {1500, 1500}};
 
 INSTANTIATE_TEST_SUITE_P(
@@ -66,12 +67,16 @@ INSTANTIATE_TEST_SUITE_P(
         LagCase{"now before the interpolated time clamps to 0", kSteady, 1400, 1000, 0.0},
         // An idle primary: its last write is at 1000, then nothing for 10 s.
         LagCase{"idle primary, replica caught up",
-                {{0, 0}, {1000, 1000}, {2000, 1000}, {5000, 1000}, {11000, 1000}}, 1000, 11000,
+                {{0, 0}, {1000, 1000}, {2000, 1000}, {5000, 1000}, {11000, 1000}},
+                1000,
+                11000,
                 0.0},
         // The replica is missing the write made between 11000 and 11250 only.
         LagCase{"idle primary that writes again",
-                {{0, 0}, {1000, 1000}, {2000, 1000}, {11000, 1000}, {11250, 2000}}, 1000,
-                11300, 0.3}),
+                {{0, 0}, {1000, 1000}, {2000, 1000}, {11000, 1000}, {11250, 2000}},
+                1000,
+                11300,
+                0.3}),
     [](const testing::TestParamInfo<LagCase>& param) {
       std::string name = param.param.name;
       for (char& ch : name) {
@@ -200,8 +205,8 @@ struct AtOrAfterCase {
 TEST(WatermarkTest, SampleAtOrAfter) {
   const Watermark watermark = Build(kSteady);
   const std::vector<AtOrAfterCase> cases = {
-      {-100, 0}, {0, 0}, {1, 250}, {250, 250}, {251, 500}, {1499, 1500}, {1500, 1500},
-      {1501, std::nullopt}};
+      {-100, 0},  {0, 0},       {1, 250},     {250, 250},
+      {251, 500}, {1499, 1500}, {1500, 1500}, {1501, std::nullopt}};
   for (const auto& c : cases) EXPECT_EQ(watermark.SampleAtOrAfter(T(c.t_ms)), c.want) << c.t_ms;
 }
 

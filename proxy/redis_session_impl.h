@@ -1,0 +1,146 @@
+// The Redis client session's class, shared by its two halves: redis_session.cc (start, the
+// request reader, routing) and redis_replies.cc (the reply writer). Private to proxy/.
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nerava/protocol/redis/decoder.h"
+#include "proxy/asio.h"
+#include "proxy/byte_buffer.h"
+#include "proxy/redis_backend.h"
+#include "proxy/redis_commands.h"
+#include "proxy/redis_context.h"
+#include "proxy/stream.h"
+
+namespace nerava::proxy::redis_session {
+
+inline constexpr size_t kReadChunk = 64 * 1024;
+// A value this large is streamed in pieces instead of being held until it is complete.
+inline constexpr size_t kStreamThreshold = 64 * 1024;
+
+enum class SessionState {
+  kTls,         // server-side TLS handshake (Redis TLS starts with the first byte)
+  kNeedAuth,    // redis.password is set and the client has not authenticated yet
+  kReady,       // forwarding
+  kSubscribed,  // RESP2 pub/sub: the session relays its backend's messages
+  kClosing,     // no more requests are read; pending replies are flushed, then close
+};
+
+
+const char* StateName(SessionState state);
+
+inline bool IsError(redis::Type type) {
+  return type == redis::Type::kError || type == redis::Type::kBlobError;
+}
+
+struct Pending {
+  std::shared_ptr<RedisBackend> backend;  // null: `local` is the reply
+  std::string local;
+  bool close_after = false;  // QUIT, protocol error: close once this reply is written
+  bool swallow = false;      // a request the proxy added: its reply is not the client's
+  PubSubCommand pubsub;
+  int64_t expected = 1;  // replies still due; -1: one per subscription of the kind (when head)
+  std::optional<RedisStateChange> on_ok;
+};
+
+class RedisSession : public std::enable_shared_from_this<RedisSession> {
+ public:
+  RedisSession(tcp::socket socket, std::shared_ptr<const RedisContext> context)
+      : context_(std::move(context)),
+        executor_(socket.get_executor()),
+        client_(std::move(socket)),
+        requests_(context_->limits, /*capture_args=*/2, /*capture_bytes=*/64),
+        reader_wake_(executor_),
+        writer_wake_(executor_) {}
+
+  awaitable<void> Run();
+  void RequestShutdown();
+
+ private:
+  enum class Action { kUndecided, kForward, kDrop, kWhole };
+  struct Batch {
+    std::shared_ptr<RedisBackend> target;
+    std::vector<asio::const_buffer> buffers;
+    std::deque<std::string> owned;  // composed requests (deque: stable addresses)
+  };
+
+  void SetState(SessionState state);
+  bool Subscribed() const { return channels_ + patterns_ + shards_ > 0; }
+  bool Pinned() const { return pin_ && (in_multi_ || watching_ || pubsub_active_); }
+
+  // Reader side.
+  awaitable<void> ReadRequests();
+  awaitable<bool> HandleInput();
+  awaitable<void> Decide();
+  awaitable<void> HandleWhole(std::string_view bytes);
+  awaitable<std::shared_ptr<RedisBackend>> Target(std::string& error);
+  awaitable<std::optional<routing::NodeState>> WaitPrimary();
+  awaitable<void> Append(const std::shared_ptr<RedisBackend>& target, std::string_view bytes);
+  awaitable<void> AppendOwned(const std::shared_ptr<RedisBackend>& target, std::string bytes);
+  awaitable<void> Flush();
+  void Enqueue(Pending entry);
+  void EnqueueLocalError(std::string_view message, bool close_after = false);
+  // Sends `bytes` (a view into client_in_, or `composed` when not empty) to the target.
+  awaitable<void> ForwardToTarget(std::string_view bytes, Pending entry,
+                                  std::string composed = {});
+
+  // Writer side.
+  awaitable<void> WriteReplies();
+  awaitable<bool> WriteLocal();
+  awaitable<bool> Pump(std::shared_ptr<RedisBackend> backend);
+  bool OnValue(RedisBackend& backend, redis::Type type, std::string_view bytes, bool my_turn);
+  void PopHead();
+  bool FailBackend(RedisBackend& backend);
+
+  awaitable<void> Wait(asio::steady_timer& timer);
+
+  std::shared_ptr<const RedisContext> context_;
+  asio::any_io_executor executor_;
+  Stream client_;
+  ByteBuffer client_in_;
+  redis::Decoder requests_;
+  SessionState state_ = SessionState::kReady;
+
+  // Reader: the request being decoded and the batch of bytes for one backend.
+  Action action_ = Action::kUndecided;
+  std::shared_ptr<RedisBackend> action_target_;
+  size_t request_fed_ = 0;  // bytes of the current request fed to requests_ (from pos_)
+  size_t pos_ = 0;          // bytes at the front of client_in_ already handled
+  Batch batch_;
+  bool stop_reading_ = false;
+  std::chrono::steady_clock::time_point no_primary_until_{};
+
+  // Connection state (remembered for replay) and routing pins.
+  RedisConnState conn_;
+  bool authenticated_ = false;
+  std::map<std::string, std::shared_ptr<RedisBackend>, std::less<>> backends_;
+  std::shared_ptr<RedisBackend> pin_;  // MULTI/WATCH/subscriptions stay on one backend
+  bool in_multi_ = false;
+  bool watching_ = false;
+  bool pubsub_active_ = false;
+
+  // Writer.
+  std::deque<Pending> pending_;
+  std::shared_ptr<RedisBackend> last_backend_;  // waited on for pushes when nothing is pending
+  std::shared_ptr<RedisBackend> client_owner_;  // its value is half written to the client
+  RedisBackend* idle_reading_ = nullptr;        // the writer waits for unsolicited data on it
+  int64_t channels_ = 0;
+  int64_t patterns_ = 0;
+  int64_t shards_ = 0;
+
+  asio::steady_timer reader_wake_;  // pending_ has room again
+  asio::steady_timer writer_wake_;  // pending_ got an entry, or the reader stopped
+  bool client_writing_ = false;
+  bool shutdown_requested_ = false;
+  bool client_read_cancelled_ = false;
+};
+
+
+}  // namespace nerava::proxy::redis_session
