@@ -38,7 +38,8 @@ awaitable<void> ForwardCancel(const PgContext& context, const pg::BackendKeyData
   co_await socket.async_read_some(asio::buffer(&byte, 1), kNoThrow);
 }
 
-awaitable<void> DeclineNegotiationThenRefuse(tcp::socket& socket, pg::Error error) {
+// `refusal` is owned by the caller's frame, which awaits this one.
+awaitable<void> DeclineNegotiationThenRefuse(tcp::socket& socket, const std::string& refusal) {
   ByteBuffer in(256);
   const pg::Limits limits;
   for (int packets = 0; packets < 3; ++packets) {
@@ -64,18 +65,18 @@ awaitable<void> DeclineNegotiationThenRefuse(tcp::socket& socket, pg::Error erro
     }
     co_await asio::async_write(socket, asio::buffer("N", 1), kNoThrow);
   }
-  std::string out;
-  pg::AppendErrorResponse(out, error);
-  co_await asio::async_write(socket, asio::buffer(out), kNoThrow);
+  co_await asio::async_write(socket, asio::buffer(refusal), kNoThrow);
 }
 
 }  // namespace
 
-awaitable<void> RefusePgConnection(tcp::socket& socket, pg::Error error) {
+awaitable<void> RefusePgConnection(tcp::socket& socket, std::string code, std::string message) {
   using namespace asio::experimental::awaitable_operators;
+  // Built here, not passed in: GCC 12 mishandles aggregate temporaries in coroutine calls.
+  std::string refusal;
+  pg::AppendErrorResponse(refusal, pg::Error{"FATAL", std::move(code), std::move(message), "", ""});
   asio::steady_timer deadline(socket.get_executor(), std::chrono::seconds(5));
-  co_await (DeclineNegotiationThenRefuse(socket, std::move(error)) ||
-            deadline.async_wait(kNoThrow));
+  co_await (DeclineNegotiationThenRefuse(socket, refusal) || deadline.async_wait(kNoThrow));
 }
 
 awaitable<std::optional<pg::StartupPacket>> RunPgHandshake(Stream& client, ByteBuffer& in,

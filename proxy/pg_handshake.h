@@ -21,6 +21,6 @@ awaitable<std::optional<pg::StartupPacket>> RunPgHandshake(Stream& client, ByteB
 // Refuses a connection the way PostgreSQL does (53300 over the connection limit): TLS and GSS
 // requests are declined first so that libpq, which reads an error during SSL negotiation as a
 // broken server, shows the client the refusal itself. Bounded by a short deadline.
-awaitable<void> RefusePgConnection(tcp::socket& socket, pg::Error error);
+awaitable<void> RefusePgConnection(tcp::socket& socket, std::string code, std::string message);
 
 }  // namespace nerava::proxy

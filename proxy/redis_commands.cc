@@ -106,8 +106,7 @@ PubSubCommand ClassifyConfirmation(std::string_view first_element) {
 
 bool IsPubSubMessage(std::string_view first_element) {
   return EqualsIgnoreCase(first_element, "message") ||
-         EqualsIgnoreCase(first_element, "pmessage") ||
-         EqualsIgnoreCase(first_element, "smessage");
+         EqualsIgnoreCase(first_element, "pmessage") || EqualsIgnoreCase(first_element, "smessage");
 }
 
 std::optional<int64_t> TrailingInteger(std::string_view value) {

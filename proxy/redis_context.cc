@@ -13,8 +13,7 @@ absl::StatusOr<std::shared_ptr<const RedisContext>> MakeRedisContext(const confi
     if (redis.tls.enabled()) {
       auto tls = std::make_shared<ssl::context>(ssl::context::tls_server);
       tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
-                       ssl::context::no_tlsv1_1);
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
       tls->use_certificate_chain_file(redis.tls.cert_file);
       tls->use_private_key_file(redis.tls.key_file, ssl::context::pem);
       context->server_tls = std::move(tls);

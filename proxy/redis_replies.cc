@@ -64,7 +64,7 @@ void RedisSession::PopHead() {
 awaitable<bool> RedisSession::Pump(std::shared_ptr<RedisBackend> backend) {
   RedisBackend& b = *backend;
   if (b.broken) co_return FailBackend(b);
-  size_t ready = 0;     // bytes at the front of b.in to write to the client
+  size_t ready = 0;      // bytes at the front of b.in to write to the client
   bool dropped = false;  // a swallowed reply was consumed
   for (;;) {
     const bool owner = client_owner_.get() == &b;
@@ -110,7 +110,8 @@ awaitable<bool> RedisSession::Pump(std::shared_ptr<RedisBackend> backend) {
     if (reply) {
       last_backend_ = backend;
       Pending& head = pending_.front();
-      if (head.pubsub.kind == PubSubKind::kNone || IsError(progress->type) || --head.expected <= 0) {
+      if (head.pubsub.kind == PubSubKind::kNone || IsError(progress->type) ||
+          --head.expected <= 0) {
         if (head.on_ok && !IsError(progress->type)) head.on_ok->ApplyTo(conn_);
         PopHead();
       }
@@ -142,8 +143,7 @@ awaitable<bool> RedisSession::Pump(std::shared_ptr<RedisBackend> backend) {
 
 // Classifies one complete value from `backend`: true when it answers the FIFO head (false for
 // pushes and pub/sub messages). Keeps the subscription counts.
-bool RedisSession::OnValue(RedisBackend& backend, Type type, std::string_view bytes,
-                           bool my_turn) {
+bool RedisSession::OnValue(RedisBackend& backend, Type type, std::string_view bytes, bool my_turn) {
   const bool aggregate = type == Type::kArray || type == Type::kPush;
   const std::string first =
       aggregate && !backend.decoder.args().empty() ? backend.decoder.args()[0] : std::string();
@@ -160,8 +160,10 @@ bool RedisSession::OnValue(RedisBackend& backend, Type type, std::string_view by
     }
     if (std::optional<int64_t> count = TrailingInteger(bytes)) {
       // The count is channels + patterns, or shard channels for the S* family.
-      if (confirmation.kind == PubSubKind::kChannel) channels_ = std::max<int64_t>(0, *count - patterns_);
-      if (confirmation.kind == PubSubKind::kPattern) patterns_ = std::max<int64_t>(0, *count - channels_);
+      if (confirmation.kind == PubSubKind::kChannel)
+        channels_ = std::max<int64_t>(0, *count - patterns_);
+      if (confirmation.kind == PubSubKind::kPattern)
+        patterns_ = std::max<int64_t>(0, *count - channels_);
       if (confirmation.kind == PubSubKind::kShard) shards_ = std::max<int64_t>(0, *count);
     }
     if (!Subscribed()) pubsub_active_ = false;
@@ -192,8 +194,8 @@ bool RedisSession::FailBackend(RedisBackend& backend) {
     affected = true;
     entry.backend.reset();
     if (!entry.swallow) {
-      redis::AppendError(entry.local, "ERR connection to Redis node \"" + backend.node_name +
-                                          "\" was lost");
+      redis::AppendError(entry.local,
+                         "ERR connection to Redis node \"" + backend.node_name + "\" was lost");
     }
   }
   if (pin_.get() == &backend && Subscribed()) return false;

@@ -37,7 +37,6 @@ constexpr std::string_view kNoAuth = "NOAUTH Authentication required.";
 constexpr std::string_view kWrongPass =
     "WRONGPASS invalid username-password pair or user is disabled.";
 
-
 }  // namespace
 
 const char* StateName(SessionState state) {
@@ -469,8 +468,8 @@ awaitable<void> RedisSession::Run() {
   if (context_->server_tls) {
     SetState(SessionState::kTls);
     asio::steady_timer deadline(executor_, kTlsHandshakeTimeout);
-    auto handshake = co_await (client_.AcceptTls(*context_->server_tls) ||
-                               deadline.async_wait(kNoThrow));
+    auto handshake =
+        co_await (client_.AcceptTls(*context_->server_tls) || deadline.async_wait(kNoThrow));
     if (handshake.index() == 1 || std::get<0>(handshake)) {
       spdlog::debug("redis: TLS handshake with client failed");
       client_.Close();

@@ -33,7 +33,6 @@ enum class SessionState {
   kClosing,     // no more requests are read; pending replies are flushed, then close
 };
 
-
 const char* StateName(SessionState state);
 
 inline bool IsError(redis::Type type) {
@@ -88,8 +87,7 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   void Enqueue(Pending entry);
   void EnqueueLocalError(std::string_view message, bool close_after = false);
   // Sends `bytes` (a view into client_in_, or `composed` when not empty) to the target.
-  awaitable<void> ForwardToTarget(std::string_view bytes, Pending entry,
-                                  std::string composed = {});
+  awaitable<void> ForwardToTarget(std::string_view bytes, Pending entry, std::string composed = {});
 
   // Writer side.
   awaitable<void> WriteReplies();
@@ -141,6 +139,5 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   bool shutdown_requested_ = false;
   bool client_read_cancelled_ = false;
 };
-
 
 }  // namespace nerava::proxy::redis_session

@@ -12,8 +12,7 @@ namespace nerava::proxy {
 namespace {
 
 awaitable<void> RefusePgClient(tcp::socket& socket) {
-  co_await RefusePgConnection(
-      socket, pg::Error{"FATAL", "53300", "sorry, too many clients already", "", ""});
+  co_await RefusePgConnection(socket, "53300", "sorry, too many clients already");
 }
 
 }  // namespace
