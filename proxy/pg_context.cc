@@ -13,6 +13,11 @@ absl::StatusOr<std::shared_ptr<const PgContext>> MakePgContext(const config::Con
   context->failover_wait = config.failover.wait;
   context->read_only = read_only;
   context->limits.max_message = pg.max_message_bytes;
+  context->route_policy.local_region = config.region;
+  context->route_policy.max_lag_seconds =
+      std::chrono::duration<double>(pg.max_lag.seconds).count();
+  context->route_policy.max_lag_bytes = pg.max_lag.bytes;
+  context->functions.SetAllowlist(pg.volatile_allowlist);
   for (const auto& user : pg.users) {
     PgUserEntry entry{user.name, user.password,
                       user.backend_password.empty() ? user.password : user.backend_password,

@@ -12,6 +12,8 @@
 #include "nerava/config/config.h"
 #include "nerava/protocol/pg/auth.h"
 #include "nerava/protocol/pg/framer.h"
+#include "nerava/routing/router.h"
+#include "nerava/routing/sql_classifier.h"
 #include "proxy/asio.h"
 #include "proxy/cancel_registry.h"
 #include "proxy/session_registry.h"
@@ -43,6 +45,9 @@ struct PgContext {
   SessionRegistry* sessions = nullptr;
   Metrics* metrics = nullptr;  // null: nothing counted
   ClientRegistry* clients = nullptr;  // null: sessions not listed by `show clients`
+  // Read/write splitting (DESIGN §4, §6).
+  routing::RoutePolicy route_policy;
+  routing::FunctionPolicy functions;  // built-in volatile fallback + config allowlist
 };
 
 struct PgServices {

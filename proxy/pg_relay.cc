@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "nerava/routing/sql_classifier.h"
+
 namespace nerava::proxy {
 namespace {
 
@@ -27,16 +29,74 @@ size_t ReadSize(const ByteBuffer& buffer, const pg::Framer& framer, uint32_t max
   return wanted;
 }
 
+// One statement cache per worker thread: sessions of a worker share it without locks.
+routing::ClassificationCache& WorkerClassificationCache() {
+  thread_local routing::ClassificationCache cache;
+  return cache;
+}
+
+// The stronger of two statement kinds, for a batch of several statements.
+int Strength(routing::StatementKind kind) {
+  using K = routing::StatementKind;
+  switch (kind) {
+    case K::kRead:
+      return 0;
+    case K::kProxyDirective:
+      return 1;
+    case K::kSessionSet:
+      return 2;
+    case K::kTransactionScoped:
+    case K::kTransactionEnd:
+    case K::kTransactionBegin:
+      return 3;
+    case K::kWrite:
+    case K::kPin:
+    case K::kUnparsable:
+      break;
+  }
+  return 4;
+}
+
+void Merge(routing::StatementClass& into, const routing::StatementClass& part) {
+  if (Strength(part.kind) > Strength(into.kind)) {
+    into.kind = part.kind;
+    into.read_only_transaction = part.read_only_transaction;
+  }
+  into.pins |= part.pins;
+  into.unpins |= part.unpins;
+  into.session_effects.insert(into.session_effects.end(), part.session_effects.begin(),
+                              part.session_effects.end());
+  into.functions.insert(into.functions.end(), part.functions.begin(), part.functions.end());
+  if (into.hint == routing::RouteHint::kNone) into.hint = part.hint;
+  if (part.max_lag_ms && (!into.max_lag_ms || *part.max_lag_ms < *into.max_lag_ms)) {
+    into.max_lag_ms = part.max_lag_ms;
+  }
+  if (part.route_directive) into.route_directive = part.route_directive;
+}
+
+void AppendCloseStatement(std::string& out, std::string_view name) {
+  const uint32_t length = static_cast<uint32_t>(4 + 1 + name.size() + 1);
+  out.push_back(pg::msg::kClose);
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(length >> shift));
+  out.push_back('S');
+  out.append(name);
+  out.push_back('\0');
+}
+
 }  // namespace
 
 PgRelay::PgRelay(const PgContext& context, Stream& client, ByteBuffer& client_in,
-                 std::unique_ptr<PgBackend> first_server, PgBatchObserver observer)
+                 std::unique_ptr<PgBackend> first_server, Login login,
+                 PgBatchObserver observer)
     : context_(context),
       client_(client),
       client_in_(client_in),
       client_framer_(pg::Direction::kFrontend, context.limits),
       observer_(std::move(observer)),
-      work_signal_(client.socket().get_executor()) {
+      work_signal_(client.socket().get_executor()),
+      login_(std::move(login)) {
+  // Spreads sessions over equally good replicas, stable for the session's life.
+  route_state_.affinity = reinterpret_cast<uintptr_t>(this) >> 4;
   const std::string name = first_server->target.node_name;
   auto server = std::make_unique<PgServer>(std::move(first_server), context.limits);
   primary_ = server.get();
@@ -63,12 +123,257 @@ void PgRelay::MarkActive(PgServer& server) {
   if (observer_.on_active_server) observer_.on_active_server(*server.backend);
 }
 
-PgServer& PgRelay::RouteBatch(char first_type) {
-  // A transaction stays on the server that started it. A batch pipelined behind unanswered ones
-  // follows them: their effect on the transaction state is not known yet.
-  if (transaction_server_) return *transaction_server_;
-  if (!in_flight_.empty()) return *in_flight_.back().server;
-  return *primary_;
+routing::StatementClass PgRelay::ClassifyBatch(std::string_view pending) {
+  routing::ClassificationCache& cache = WorkerClassificationCache();
+  routing::StatementClass batch;
+  batch.kind = routing::StatementKind::kRead;
+  auto unknown = [&batch] { batch.kind = routing::StatementKind::kUnparsable; };
+  const char first = pending.empty() ? 0 : pending.front();
+  if (first == pg::msg::kFunctionCall) {
+    batch.kind = routing::StatementKind::kWrite;
+    return batch;
+  }
+  // The whole messages of the batch that are already here: a Query alone, or extended
+  // messages up to Sync. Statements that arrive later follow the batch's server.
+  std::shared_ptr<const routing::StatementClass> unnamed;
+  std::map<std::string_view, std::shared_ptr<const routing::StatementClass>> parsed_here;
+  while (!pending.empty()) {
+    auto header = pg::PeekHeader(pending, context_.limits.max_message);
+    if (!header.ok() || !header->has_value() || (*header)->total_size() > pending.size()) break;
+    const std::string_view body = pending.substr(5, (*header)->body_size());
+    const char type = (*header)->type;
+    pending.remove_prefix((*header)->total_size());
+    if (type == pg::msg::kQuery) {
+      auto sql = pg::ParseQuery(body);
+      if (!sql.ok()) {
+        unknown();
+        break;
+      }
+      Merge(batch, *cache.Classify(std::string_view(sql->data(), sql->size())));
+      break;
+    }
+    if (type == pg::msg::kParse) {
+      auto parse = pg::ParseParse(body);
+      if (!parse.ok()) {
+        unknown();
+        break;
+      }
+      auto statement = cache.Classify(std::string_view(parse->query.data(), parse->query.size()));
+      Merge(batch, *statement);
+      if (parse->statement.empty()) {
+        unnamed = statement;
+      } else {
+        parsed_here[std::string_view(parse->statement.data(), parse->statement.size())] =
+            statement;
+      }
+    } else if (type == pg::msg::kBind) {
+      auto bind = pg::ParseBind(body);
+      if (!bind.ok()) {
+        unknown();
+        break;
+      }
+      const std::string_view name(bind->statement.data(), bind->statement.size());
+      std::shared_ptr<const routing::StatementClass> statement;
+      if (name.empty()) {
+        statement = unnamed;
+      } else if (auto it = parsed_here.find(name); it != parsed_here.end()) {
+        statement = it->second;
+      } else if (auto known = prepared_.find(name); known != prepared_.end()) {
+        statement = known->second.statement;
+      }
+      if (!statement) {
+        unknown();  // a statement the proxy never saw prepared (or the unnamed one of an
+        break;      // earlier batch): only the primary is sure to have it
+      }
+      Merge(batch, *statement);
+    } else if (type == pg::msg::kSync) {
+      break;
+    }
+  }
+  return batch;
+}
+
+void PgRelay::ApplyPins(const routing::StatementClass& batch) {
+  pins_ = (pins_ | batch.pins) & ~batch.unpins;
+  route_state_.pinned = pins_ != routing::kPinNone;
+  if (batch.route_directive) route_state_.route_override = *batch.route_directive;
+}
+
+void PgRelay::ApplySettings(const routing::StatementClass& batch, PgServer& target) {
+  using Op = routing::SessionEffect::Op;
+  bool changed = false;
+  for (const auto& effect : batch.session_effects) {
+    switch (effect.op) {
+      case Op::kSet: {
+        auto it = std::find_if(settings_.begin(), settings_.end(),
+                               [&](const auto& entry) { return entry.first == effect.name; });
+        if (it == settings_.end()) {
+          settings_.emplace_back(effect.name, effect.text);
+        } else {
+          it->second = effect.text;
+        }
+        changed = true;
+        break;
+      }
+      case Op::kReset:
+        std::erase_if(settings_, [&](const auto& entry) { return entry.first == effect.name; });
+        changed = true;
+        break;
+      case Op::kDiscardAll:
+        // DISCARD ALL also deallocates every prepared statement of the server that runs it;
+        // the other servers are told the same before their next use.
+        prepared_.clear();
+        for (auto& [name, server] : servers_) server->discard_pending = server.get() != &target;
+        target.prepared.clear();
+        [[fallthrough]];
+      case Op::kResetAll:
+        settings_.clear();
+        changed = true;
+        break;
+      case Op::kDiscard:
+        break;
+    }
+  }
+  if (!changed) return;
+  ++settings_version_;
+  target.settings_version = settings_version_;  // the batch itself brings it up to date
+}
+
+void PgRelay::BringUpToDate(PgServer& server) {
+  if (server.settings_version == settings_version_ && !server.discard_pending) return;
+  std::string sql = server.discard_pending ? "DISCARD ALL" : "RESET ALL";
+  for (const auto& [name, statement] : settings_) {
+    sql += "; ";
+    sql += statement;
+  }
+  if (server.discard_pending) server.prepared.clear();
+  pg::AppendQuery(server.out, sql);
+  server.tracker.OnRequest(pg::msg::kQuery, pg::Origin::kProxy);
+  server.settings_version = settings_version_;
+  server.discard_pending = false;
+}
+
+void PgRelay::PrepareLazily(PgServer& server, char type, std::string_view message) {
+  const std::string_view body = message.substr(5);
+  auto ensure_closed = [&server](std::string_view name) {
+    if (auto it = server.prepared.find(name); it != server.prepared.end()) {
+      AppendCloseStatement(server.out, name);
+      server.tracker.OnRequest(pg::msg::kClose, pg::Origin::kProxy);
+      server.prepared.erase(it);
+    }
+  };
+  auto ensure_prepared = [&](std::string_view name) {
+    auto it = prepared_.find(name);
+    if (name.empty() || it == prepared_.end()) return;
+    auto has = server.prepared.find(name);
+    if (has != server.prepared.end() && has->second == it->second.version) return;
+    ensure_closed(name);
+    server.out.append(it->second.parse_message);
+    server.tracker.OnRequest(pg::msg::kParse, pg::Origin::kProxy);
+    server.prepared.emplace(std::string(name), it->second.version);
+  };
+  switch (type) {
+    case pg::msg::kParse: {
+      auto parse = pg::ParseParse(body);
+      if (!parse.ok() || parse->statement.empty()) return;
+      const std::string_view name(parse->statement.data(), parse->statement.size());
+      // A stale statement of that name on this server would make the client's Parse fail.
+      ensure_closed(name);
+      const uint64_t version = ++prepared_versions_;
+      prepared_[std::string(name)] = Prepared{
+          std::string(message), version,
+          WorkerClassificationCache().Classify(
+              std::string_view(parse->query.data(), parse->query.size()))};
+      server.prepared.emplace(std::string(name), version);
+      return;
+    }
+    case pg::msg::kBind: {
+      auto bind = pg::ParseBind(body);
+      if (bind.ok()) ensure_prepared(std::string_view(bind->statement.data(), bind->statement.size()));
+      return;
+    }
+    case pg::msg::kDescribe: {
+      auto describe = pg::ParseCloseOrDescribe(body);
+      if (describe.ok() && describe->kind == 'S') {
+        ensure_prepared(std::string_view(describe->name.data(), describe->name.size()));
+      }
+      return;
+    }
+    case pg::msg::kClose: {
+      auto close = pg::ParseCloseOrDescribe(body);
+      if (close.ok() && close->kind == 'S') {
+        const std::string_view name(close->name.data(), close->name.size());
+        if (auto it = prepared_.find(name); it != prepared_.end()) prepared_.erase(it);
+        if (auto it = server.prepared.find(name); it != server.prepared.end()) {
+          server.prepared.erase(it);
+        }
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+awaitable<PgServer*> PgRelay::ServerFor(const routing::NodeState& node) {
+  if (auto it = servers_.find(node.name); it != servers_.end()) co_return it->second.get();
+  PgBackendTarget target{node.name, node.host, node.port};
+  PgBackendOptions options{context_.settings.backend_tls, context_.backend_tls,
+                           context_.settings.connect_timeout, context_.limits};
+  PgBackendResult result =
+      co_await ConnectPgBackend(target, options, login_.parameters, login_.user, login_.password);
+  if (!result.backend) {
+    spdlog::warn("pg: cannot open a server connection to {} for user {}; using another node",
+                 node.name, login_.user);
+    co_return nullptr;
+  }
+  if (observer_.on_server_opened) observer_.on_server_opened(*result.backend);
+  auto server = std::make_unique<PgServer>(std::move(result.backend), context_.limits);
+  PgServer* raw = server.get();
+  servers_.emplace(node.name, std::move(server));
+  co_return raw;
+}
+
+awaitable<PgServer*> PgRelay::RouteBatch(std::string_view pending) {
+  const routing::StatementClass batch = ClassifyBatch(pending);
+  ApplyPins(batch);
+  PgServer* target = nullptr;
+  batch_route_ = "primary";
+  if (transaction_server_) {
+    // A transaction stays on the server that started it.
+    target = transaction_server_;
+  } else if (!in_flight_.empty()) {
+    // Pipelined behind unanswered batches: their effect on the transaction state is unknown.
+    target = in_flight_.back().server;
+    batch_route_ = in_flight_.back().route;
+  } else {
+    auto snapshot = context_.topology->Get();
+    const routing::ProtocolTopology& topology = snapshot->postgres;
+    routing::RouteRequest request;
+    request.intent = routing::IntentFor(batch, context_.functions);
+    request.listener = routing::Listener::kReadWrite;
+    request.session = &route_state_;
+    request.topology = &topology;
+    request.policy = &context_.route_policy;
+    auto decision = routing::Route(request);
+    if (decision.ok() && decision->node >= 0) {
+      const routing::NodeState& node = topology.nodes[decision->node];
+      target = co_await ServerFor(node);
+      if (target && node.role == routing::Role::kReplica) batch_route_ = "replica";
+    }
+    if (!target) {
+      // No decision (no primary known) or the chosen node cannot be reached: the primary as
+      // the session last knew it answers, as it did before splitting.
+      const routing::NodeState* primary = topology.Primary();
+      if (primary) target = co_await ServerFor(*primary);
+      if (!target) target = primary_;
+      batch_route_ = "primary";
+    }
+  }
+  BringUpToDate(*target);
+  ApplySettings(batch, *target);
+  batch_writes_ = batch.Writes() || batch.kind == routing::StatementKind::kTransactionEnd;
+  co_return target;
 }
 
 awaitable<void> PgRelay::Run() {
@@ -86,7 +391,8 @@ awaitable<void> PgRelay::ClientToServers() {
         break;
       }
       if (piece->kind == pg::Piece::Kind::kNeedMore) break;
-      const std::string_view bytes = client_in_.data().substr(used, piece->size);
+      const size_t start = used;
+      const std::string_view bytes = client_in_.data().substr(start, piece->size);
       used += piece->size;
       if (piece->starts_message) client_message_type_ = piece->type;
       const char type = client_message_type_;
@@ -98,8 +404,9 @@ awaitable<void> PgRelay::ClientToServers() {
       switch (type) {
         case pg::msg::kQuery:
         case pg::msg::kFunctionCall:
-          target = &RouteBatch(type);
-          in_flight_.push_back({target, std::chrono::steady_clock::now()});
+          target = co_await RouteBatch(client_in_.data().substr(start));
+          in_flight_.push_back(
+              {target, std::chrono::steady_clock::now(), batch_route_, batch_writes_});
           batch_server_ = nullptr;
           break;
         case pg::msg::kCopyData:
@@ -112,10 +419,12 @@ awaitable<void> PgRelay::ClientToServers() {
           break;
         default:  // extended protocol: the first message after a Sync opens a batch
           if (!batch_server_) {
-            batch_server_ = &RouteBatch(type);
-            in_flight_.push_back({batch_server_, std::chrono::steady_clock::now()});
+            batch_server_ = co_await RouteBatch(client_in_.data().substr(start));
+            in_flight_.push_back(
+                {batch_server_, std::chrono::steady_clock::now(), batch_route_, batch_writes_});
           }
           target = batch_server_;
+          if (piece->kind == pg::Piece::Kind::kMessage) PrepareLazily(*target, type, bytes);
           if (type == pg::msg::kSync) batch_server_ = nullptr;
           break;
       }
@@ -240,9 +549,16 @@ awaitable<bool> PgRelay::ForwardRepliesOf(PgServer& server) {
             server.backend->transaction_status = status;
             transaction_server_ = status == 'I' ? nullptr : &server;
             batch_done = true;
+            const InFlight& batch = in_flight_.front();
+            // Read-your-writes: a write counts once the server is idle again (committed).
+            write_unacknowledged_ = write_unacknowledged_ || batch.writes;
+            if (status == 'I' && write_unacknowledged_) {
+              route_state_.last_write_ack = std::chrono::steady_clock::now();
+              write_unacknowledged_ = false;
+            }
             if (observer_.on_batch_done) {
-              observer_.on_batch_done(
-                  server, status, std::chrono::steady_clock::now() - in_flight_.front().started);
+              observer_.on_batch_done(server, batch.route, status,
+                                      std::chrono::steady_clock::now() - batch.started);
             }
           } else if (piece->type == pg::msg::kErrorResponse) {
             auto fields = pg::ParseErrorFields(body);

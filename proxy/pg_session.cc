@@ -103,7 +103,7 @@ class PgSession : public std::enable_shared_from_this<PgSession> {
     state_ = state;
     record_.SetState(StateName(state));
   }
-  void OnBatchDone(const PgServer& server, char status,
+  void OnBatchDone(const PgServer& server, const char* route, char status,
                    std::chrono::steady_clock::duration took);
   void CountError(std::string_view kind) {
     if (context_->metrics) context_->metrics->Errors(Protocol::kPostgres, kind).Increment();
@@ -131,14 +131,26 @@ class PgSession : public std::enable_shared_from_this<PgSession> {
   // ReadyForQuery that answers it.
   GaugeHold backend_gauge_;  // backend_connections{protocol,node}
   prometheus::Counter* queries_ = nullptr;
+  const char* counted_route_ = nullptr;  // the labels queries_ was looked up with
+  std::string counted_node_;
   prometheus::Histogram* query_duration_ = nullptr;
+  std::vector<GaugeHold> more_backends_;  // backend_connections of servers opened later
 };
 
-void PgSession::OnBatchDone(const PgServer& server, char status,
+void PgSession::OnBatchDone(const PgServer& server, const char* route, char status,
                             std::chrono::steady_clock::duration took) {
   SetState(status == 'T'   ? SessionState::kTransaction
            : status == 'E' ? SessionState::kFailed
                            : SessionState::kIdle);
+  if (Metrics* metrics = context_->metrics) {
+    // Looked up when the (route, node) pair changes, not per batch.
+    const std::string& node = server.backend->target.node_name;
+    if (route != counted_route_ || node != counted_node_) {
+      counted_route_ = route;
+      counted_node_ = node;
+      queries_ = &metrics->Queries(Protocol::kPostgres, route, node);
+    }
+  }
   if (queries_) queries_->Increment();
   if (query_duration_) query_duration_->Observe(std::chrono::duration<double>(took).count());
 }
@@ -201,7 +213,6 @@ awaitable<bool> PgSession::ConnectServer() {
   record_.SetNode(target.node_name);
   if (Metrics* metrics = context_->metrics) {
     backend_gauge_ = GaugeHold(&metrics->BackendConnections(Protocol::kPostgres, target.node_name));
-    queries_ = &metrics->Queries(Protocol::kPostgres, "primary", target.node_name);
     query_duration_ = &metrics->QueryDuration(Protocol::kPostgres);
   }
   client_key_ = context_->cancels->Register();
@@ -254,16 +265,24 @@ awaitable<void> PgSession::Run() {
   if (started.index() == 0 && std::get<0>(started)) {
     SetState(SessionState::kIdle);
     PgBatchObserver observer;
-    observer.on_batch_done = [this](const PgServer& server, char status,
+    observer.on_batch_done = [this](const PgServer& server, const char* route, char status,
                                     std::chrono::steady_clock::duration took) {
-      OnBatchDone(server, status, took);
+      OnBatchDone(server, route, status, took);
+    };
+    observer.on_server_opened = [this](const PgBackend& server) {
+      if (Metrics* metrics = context_->metrics) {
+        more_backends_.emplace_back(
+            &metrics->BackendConnections(Protocol::kPostgres, server.target.node_name));
+      }
     };
     observer.on_active_server = [this](const PgBackend& server) {
       context_->cancels->SetTarget(
           *client_key_, CancelTarget{server.target.host, server.target.port, server.key});
     };
+    PgRelay::Login login{startup_.parameters, std::string(startup_.Get("user")),
+                         user_ ? user_->backend_password : std::string()};
     relay_ = std::make_unique<PgRelay>(*context_, client_, client_in_, std::move(first_server_),
-                                       std::move(observer));
+                                       std::move(login), std::move(observer));
     co_await relay_->Run();
     SetState(SessionState::kClosing);
     if (relay_->client_stream_clean()) {

@@ -262,9 +262,10 @@ def test_session_state_persists_across_statements(proxy, topology):
         d.execute("do $$ begin create role nerava_it_reader; exception when duplicate_object "
                   "then null; end $$")
     with connect(proxy) as conn, direct(topology) as other:
-        pid = conn.execute("select pg_backend_pid()").fetchone()[0]
         conn.execute("set work_mem = '7MB'")
         conn.execute("create temp table session_tt(x int)")
+        # The temp table pins the session to the primary: from here on one server session.
+        pid = conn.execute("select pg_backend_pid()").fetchone()[0]
         conn.execute("insert into session_tt values (1), (2)")
         conn.execute("select pg_advisory_lock(4242)")
         for _ in range(3):
