@@ -351,7 +351,8 @@ awaitable<PgServer*> PgRelay::RouteBatch(std::string_view pending) {
     const routing::ProtocolTopology& topology = snapshot->postgres;
     routing::RouteRequest request;
     request.intent = routing::IntentFor(batch, context_.functions);
-    request.listener = routing::Listener::kReadWrite;
+    request.listener =
+        context_.read_only ? routing::Listener::kReadOnly : routing::Listener::kReadWrite;
     request.session = &route_state_;
     request.topology = &topology;
     request.policy = &context_.route_policy;

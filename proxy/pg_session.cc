@@ -77,6 +77,20 @@ std::string PeerOf(const tcp::socket& socket) {
          std::to_string(peer.port());
 }
 
+// The read-only listener's sessions are read-only on every server, the primary included, so a
+// write is refused with 25006 wherever it lands: the server's own default, set at start-up
+// through `options` like any client could (never a SET the client might see).
+void MakeReadOnly(pg::StartupPacket& startup) {
+  constexpr std::string_view kReadOnly = "-c default_transaction_read_only=on";
+  for (auto& [name, value] : startup.parameters) {
+    if (name == "options") {
+      value = value.empty() ? std::string(kReadOnly) : value + " " + std::string(kReadOnly);
+      return;
+    }
+  }
+  startup.parameters.emplace_back("options", std::string(kReadOnly));
+}
+
 class PgSession : public std::enable_shared_from_this<PgSession> {
  public:
   PgSession(tcp::socket socket, std::shared_ptr<const PgContext> context)
@@ -231,6 +245,7 @@ awaitable<bool> PgSession::Start() {
   auto startup = co_await RunPgHandshake(client_, client_in_, *context_);
   if (!startup) co_return false;
   startup_ = std::move(*startup);
+  if (context_->read_only) MakeReadOnly(startup_);
   SetState(SessionState::kAuthenticating);
   const std::string user_name(startup_.Get("user"));
   auto user = co_await AuthenticateClient(client_, client_in_, user_name, *context_);

@@ -37,14 +37,18 @@ absl::Status Server::Open() {
     auto rw = MakePgContext(config_, /*read_only=*/false, services);
     if (!rw.ok()) return rw.status();
     pg_rw_ = *rw;
-    auto listener = Listener::Open(main_io_, "pg", config_.postgres->listen_rw,
-                                   config_.postgres->max_client_connections);
-    if (!listener.ok()) return listener.status();
-    listeners_.push_back(std::move(*listener));
-    listeners_.back()->Start(
-        *workers_,
-        [context = pg_rw_](tcp::socket socket) { return RunPgSession(std::move(socket), context); },
-        RefusePgClient);
+    if (auto status = OpenPgListener("pg", config_.postgres->listen_rw, pg_rw_); !status.ok()) {
+      return status;
+    }
+    if (config_.postgres->listen_ro) {
+      auto ro = MakePgContext(config_, /*read_only=*/true, services);
+      if (!ro.ok()) return ro.status();
+      pg_ro_ = *ro;
+      if (auto status = OpenPgListener("pg_ro", *config_.postgres->listen_ro, pg_ro_);
+          !status.ok()) {
+        return status;
+      }
+    }
   }
   if (config_.redis) {
     auto context = MakeRedisContext(config_, &topology_, &sessions_);
@@ -61,6 +65,21 @@ absl::Status Server::Open() {
         },
         RefuseRedisClient);
   }
+  return absl::OkStatus();
+}
+
+absl::Status Server::OpenPgListener(const char* name, const config::Endpoint& endpoint,
+                                    std::shared_ptr<const PgContext> context) {
+  auto listener =
+      Listener::Open(main_io_, name, endpoint, config_.postgres->max_client_connections);
+  if (!listener.ok()) return listener.status();
+  listeners_.push_back(std::move(*listener));
+  listeners_.back()->Start(
+      *workers_,
+      [context = std::move(context)](tcp::socket socket) {
+        return RunPgSession(std::move(socket), context);
+      },
+      RefusePgClient);
   return absl::OkStatus();
 }
 

@@ -33,6 +33,8 @@ class Server {
 
  private:
   absl::Status Open();
+  absl::Status OpenPgListener(const char* name, const config::Endpoint& endpoint,
+                              std::shared_ptr<const PgContext> context);
   absl::Status OpenAdmin();  // metrics, admin.http and admin.socket
   awaitable<void> Drain();
 
