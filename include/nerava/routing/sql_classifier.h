@@ -157,6 +157,8 @@ class ClassificationCache {
   void Clear();
 
  private:
+  std::shared_ptr<const StatementClass> Find(std::string_view key);
+  void Insert(std::string_view key, std::shared_ptr<const StatementClass> value);
   struct Entry {
     std::string text;
     std::shared_ptr<const StatementClass> value;

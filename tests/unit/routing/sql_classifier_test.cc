@@ -536,22 +536,22 @@ TEST(FunctionPolicyTest, LoadedVolatileSetAllowlistAndWriteList) {
 
 TEST(ClassificationCacheTest, HitsMissesAndLruEviction) {
   ClassificationCache cache(/*max_entries=*/3);
-  auto a = cache.Classify("SELECT 1");
-  auto a2 = cache.Classify("SELECT 1");
+  auto a = cache.Classify("SELECT c1 FROM t");
+  auto a2 = cache.Classify("SELECT c1 FROM t");
   EXPECT_EQ(a.get(), a2.get());
   EXPECT_EQ(cache.hits(), 1u);
   EXPECT_EQ(cache.misses(), 1u);
-  cache.Classify("SELECT 2");
-  cache.Classify("SELECT 3");
-  cache.Classify("SELECT 1");  // refresh: now "SELECT 2" is the oldest
-  cache.Classify("SELECT 4");  // evicts "SELECT 2"
+  cache.Classify("SELECT c2 FROM t");
+  cache.Classify("SELECT c3 FROM t");
+  cache.Classify("SELECT c1 FROM t");  // refresh: now "SELECT c2 FROM t" is the oldest
+  cache.Classify("SELECT c4 FROM t");  // evicts "SELECT c2 FROM t"
   EXPECT_EQ(cache.size(), 3u);
   uint64_t misses = cache.misses();
-  cache.Classify("SELECT 1");
-  cache.Classify("SELECT 3");
-  cache.Classify("SELECT 4");
+  cache.Classify("SELECT c1 FROM t");
+  cache.Classify("SELECT c3 FROM t");
+  cache.Classify("SELECT c4 FROM t");
   EXPECT_EQ(cache.misses(), misses);
-  cache.Classify("SELECT 2");
+  cache.Classify("SELECT c2 FROM t");
   EXPECT_EQ(cache.misses(), misses + 1);
   // Evicted entries stay alive for whoever holds them.
   EXPECT_EQ(a->kind, StatementKind::kRead);
