@@ -64,7 +64,7 @@ fi
 for bin in "$proxy_bin" "$bench_bin"; do
   [ -x "$bin" ] || { log "missing $bin (run without --no-build)"; exit 1; }
 done
-for tool in pgbench psql redis-benchmark redis-cli python3; do
+for tool in pgbench psql redis-benchmark redis-cli /usr/bin/python3; do
   command -v "$tool" >/dev/null || { log "$tool is required (scripts/install-deps.sh)"; exit 1; }
 done
 
@@ -96,7 +96,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 # Waits up to $2 seconds for command $1 (a string) to succeed.
 wait_for() {
@@ -111,7 +111,8 @@ wait_for() {
 # ---------------------------------------------------------------------------------------------
 # Servers.
 log "starting PostgreSQL primary + replica and Redis primary + replica (harness)"
-python3 tests/harness/topology.py up --env-file "$run_dir/env" >"$run_dir/harness.log" 2>&1 &
+# Debian's interpreter, as scripts/sandbox.sh: the harness needs python3-psycopg from apt.
+/usr/bin/python3 tests/harness/topology.py up --env-file "$run_dir/env" >"$run_dir/harness.log" 2>&1 &
 pids[harness]=$!
 if ! wait_for "test -s '$run_dir/env'" 120; then
   cat "$run_dir/harness.log" >&2
@@ -156,8 +157,10 @@ sed -e "s/127.0.0.1:6432/127.0.0.1:$nerava_rw/; s/127.0.0.1:6433/127.0.0.1:$nera
 SANDBOX_DIR=$run_dir REGION=eu-west-1 "$proxy_bin" --config "$run_dir/nerava.yaml" \
   >"$run_dir/nerava.log" 2>&1 &
 pids[nerava]=$!
-# Ready once it routes a read to the replica (the monitor has seen both nodes).
-if wait_for "psql -Atq '$(pg_url "$nerava_rw")' -c 'select pg_is_in_recovery()' | grep -q t" 30 &&
+# Ready once it routes a read to the replica (the monitor has seen both nodes). The probe calls
+# a stable function: pg_is_in_recovery() is volatile, so a splitting proxy sends it to the primary.
+on_replica="-c \"select current_setting('port')\" | grep -qx $pg_replica"
+if wait_for "psql -Atq '$(pg_url "$nerava_rw")' $on_replica" 30 &&
    wait_for "redis-cli -p $nerava_redis ping | grep -q PONG" 10; then
   pg_port[nerava]=$nerava_rw; redis_port[nerava]=$nerava_redis
   pg_targets+=(nerava); redis_targets+=(nerava)
@@ -273,7 +276,7 @@ EOF
   pgpool -n -f "$d/pgpool.conf" -a "$d/pool_hba.conf" -F "$d/pcp.conf" >"$d/pgpool.log" 2>&1 &
   pids[pgpool]=$!
   # Ready once a read lands on the replica.
-  if wait_for "psql -Atq '$(pg_url "$port")' -c 'select pg_is_in_recovery()' | grep -q t" 20; then
+  if wait_for "psql -Atq '$(pg_url "$port")' $on_replica" 20; then
     pg_port[pgpool]=$port; pg_targets+=(pgpool)
   else
     kill -TERM "${pids[pgpool]}" 2>/dev/null || true
@@ -409,7 +412,7 @@ for entry in "${nb_runs[@]}"; do
          --svg "$run_dir/nb/$name.svg" >"$run_dir/nb/$name.md" 2>"$run_dir/nb/$name.log"; then
     log "nerava-bench $name failed: $(tail -2 "$run_dir/nb/$name.log" | tr '\n' ' ')"
   fi
-  python3 - "$run_dir/nb/$name.json" "$name" "$results" <<'PY' || true
+  /usr/bin/python3 - "$run_dir/nb/$name.json" "$name" "$results" <<'PY' || true
 import json, sys
 path, name, results = sys.argv[1:4]
 doc = json.load(open(path))
@@ -440,7 +443,7 @@ machine=$(
 skipped_text=$(for s in "${skipped[@]}"; do echo "- skipped $s"; done)
 command_line="bench/compare.sh$([ "$quick" = 1 ] && echo ' --quick') --rounds $rounds"
 
-python3 - "$results" "$base" "$command_line" "$machine" "$skipped_text" "$run_dir/nb" <<'PY'
+/usr/bin/python3 - "$results" "$base" "$command_line" "$machine" "$skipped_text" "$run_dir/nb" <<'PY'
 import collections, glob, json, os, statistics, sys
 
 results, base, command, machine, skipped, nb_dir = sys.argv[1:7]

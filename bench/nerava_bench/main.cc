@@ -1,8 +1,8 @@
 // nerava-bench: latency and throughput of PostgreSQL / Redis targets, side by side.
 //
-//   nerava-bench --workload pg-select -c 8 --rounds 3 --duration 5 \
-//       --target direct=postgresql://u:p@127.0.0.1:5432/db \
-//       --target nerava=postgresql://u:p@127.0.0.1:6432/db --baseline direct \
+//   nerava-bench --workload pg-select -c 8 --rounds 3 --duration 5
+//       --target direct=postgresql://u:p@127.0.0.1:5432/db
+//       --target nerava=postgresql://u:p@127.0.0.1:6432/db --baseline direct
 //       --json out.json --svg out.svg
 //
 // The table goes to stdout, progress to stderr. Closed loop by default; --rate R is an open

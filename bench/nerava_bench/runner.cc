@@ -51,7 +51,7 @@ void RunThread(ThreadRound& t, const RunOptions& options, const Window& window) 
   const auto interval =
       open_loop ? duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / t.rate))
                 : Clock::duration{};
-  uint64_t next_index = 0;
+  int64_t next_index = 0;
   std::deque<Clock::time_point> backlog;  // open loop: due ops no connection could take yet
   std::vector<bool> alive(t.connections.size(), true);
   std::vector<Completion> done;
