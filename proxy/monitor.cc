@@ -102,7 +102,7 @@ void Monitor::RunNode(std::stop_token stop, Slot& slot) {
     ProbeResult result = slot.probe->Check(timeout_);
     // The node read its position somewhere inside the check: take the middle.
     const auto observed = started + (std::chrono::steady_clock::now() - started) / 2;
-    Record(slot, result, observed);
+    Record(slot, result, started, observed);
     next += interval_;
     const auto now = std::chrono::steady_clock::now();
     if (next < now) next = now;  // a slow check does not cause a burst of catch-up checks
@@ -112,6 +112,7 @@ void Monitor::RunNode(std::stop_token stop, Slot& slot) {
 }
 
 void Monitor::Record(const Slot& slot, const ProbeResult& result,
+                     std::chrono::steady_clock::time_point started,
                      std::chrono::steady_clock::time_point observed) {
   std::lock_guard lock(mutex_);
   auto& topology = slot.protocol == Protocol::kPostgres ? state_.postgres : state_.redis;
@@ -150,12 +151,16 @@ void Monitor::Record(const Slot& slot, const ProbeResult& result,
     // Another node (or a new timeline) counts positions from another history.
     if (lag.owner != topology.primary || lag.timeline != primary->timeline) {
       lag.watermark.Clear();
+      lag.commit_watermark.Clear();
       lag.owner = topology.primary;
       lag.timeline = primary->timeline;
       lag.changed = true;
     }
     if (result.ok && topology.primary == static_cast<int>(slot.index)) {
       lag.watermark.Add(observed, node.position);
+      // Stamped with the check's start: the position read is at or past every write
+      // acknowledged by then, whenever inside the check the server read it.
+      lag.commit_watermark.Add(started, std::max(result.commit_position, node.position));
       lag.changed = true;
     }
   }
@@ -182,6 +187,7 @@ routing::TopologySnapshot Monitor::BuildSnapshotLocked() {
     }
     if (lag.changed) {
       topology.watermark = std::make_shared<const routing::Watermark>(lag.watermark);
+      topology.commit_watermark = std::make_shared<const routing::Watermark>(lag.commit_watermark);
       lag.changed = false;
     }
   }

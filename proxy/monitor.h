@@ -44,6 +44,7 @@ class Monitor {
   // Lag bookkeeping of one protocol, guarded by mutex_.
   struct LagState {
     routing::Watermark watermark;
+    routing::Watermark commit_watermark;  // read-your-writes: (check start, commit position)
     int owner = -1;         // node index whose positions the watermark holds
     uint32_t timeline = 0;  // and its timeline (PostgreSQL)
     bool changed = true;    // the snapshot's copy is stale
@@ -53,6 +54,7 @@ class Monitor {
 
   void RunNode(std::stop_token stop, Slot& slot);
   void Record(const Slot& slot, const ProbeResult& result,
+              std::chrono::steady_clock::time_point started,
               std::chrono::steady_clock::time_point observed);
   routing::TopologySnapshot BuildSnapshotLocked();
 

@@ -18,6 +18,9 @@ struct ProbeResult {
   routing::Role role = routing::Role::kUnknown;
   uint64_t position = 0;           // primary: current WAL LSN / master_repl_offset
   uint64_t received_position = 0; // replica: received LSN / slave_repl_offset
+  // Primary: a position at or past every write acknowledged before the check started
+  // (PostgreSQL's insert LSN; Redis' offset). What read-your-writes waits for.
+  uint64_t commit_position = 0;
   uint32_t timeline = 0;
   bool link_up = true;             // replica: replication link to its primary is up
 };

@@ -27,7 +27,11 @@ constexpr const char* kCheckQuery =
     " CASE WHEN pg_is_in_recovery()"
     "      THEN (SELECT received_tli FROM pg_stat_wal_receiver)"
     "      ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,"
-    " (SELECT status FROM pg_stat_wal_receiver)";
+    " (SELECT status FROM pg_stat_wal_receiver),"
+    // Where the next record goes: an acknowledged commit is always below it, even with
+    // synchronous_commit = off, when the write position above can trail the commit.
+    " CASE WHEN pg_is_in_recovery() THEN NULL"
+    "      ELSE (pg_current_wal_insert_lsn() - '0/0')::text END";
 
 struct PgConnDeleter {
   void operator()(PGconn* conn) const { PQfinish(conn); }
@@ -107,6 +111,7 @@ class PgProbe final : public NodeProbe {
     } else {
       result.position = ParseU64(PQgetvalue(res.get(), 0, 1));
       result.received_position = result.position;
+      result.commit_position = ParseU64(PQgetvalue(res.get(), 0, 6));
     }
     result.timeline = static_cast<uint32_t>(ParseU64(PQgetvalue(res.get(), 0, 4)));
     return result;

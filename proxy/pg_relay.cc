@@ -204,17 +204,13 @@ void PgRelay::ApplySettings(const routing::StatementClass& batch, PgServer& targ
   bool changed = false;
   for (const auto& effect : batch.session_effects) {
     switch (effect.op) {
-      case Op::kSet: {
-        auto it = std::find_if(settings_.begin(), settings_.end(),
-                               [&](const auto& entry) { return entry.first == effect.name; });
-        if (it == settings_.end()) {
-          settings_.emplace_back(effect.name, effect.text);
-        } else {
-          it->second = effect.text;
-        }
+      case Op::kSet:
+        // Kept in the order last set: SET SESSION AUTHORIZATION resets the role, so the
+        // replay must apply them in the order the client did.
+        std::erase_if(settings_, [&](const auto& entry) { return entry.first == effect.name; });
+        settings_.emplace_back(effect.name, effect.text);
         changed = true;
         break;
-      }
       case Op::kReset:
         std::erase_if(settings_, [&](const auto& entry) { return entry.first == effect.name; });
         changed = true;
@@ -225,9 +221,14 @@ void PgRelay::ApplySettings(const routing::StatementClass& batch, PgServer& targ
         prepared_.clear();
         for (auto& [name, server] : servers_) server->discard_pending = server.get() != &target;
         target.prepared.clear();
-        [[fallthrough]];
-      case Op::kResetAll:
         settings_.clear();
+        changed = true;
+        break;
+      case Op::kResetAll:
+        // RESET ALL leaves the role and the session authorization alone, as in PostgreSQL.
+        std::erase_if(settings_, [](const auto& entry) {
+          return entry.first != "role" && entry.first != "session_authorization";
+        });
         changed = true;
         break;
       case Op::kDiscard:
@@ -241,7 +242,9 @@ void PgRelay::ApplySettings(const routing::StatementClass& batch, PgServer& targ
 
 void PgRelay::BringUpToDate(PgServer& server) {
   if (server.settings_version == settings_version_ && !server.discard_pending) return;
-  std::string sql = server.discard_pending ? "DISCARD ALL" : "RESET ALL";
+  // A clean slate (RESET ALL keeps the role, so both are reset), then the session's SETs.
+  std::string sql = server.discard_pending ? "DISCARD ALL"
+                                           : "RESET SESSION AUTHORIZATION; RESET ALL";
   for (const auto& [name, statement] : settings_) {
     sql += "; ";
     sql += statement;
@@ -342,6 +345,7 @@ awaitable<PgServer*> PgRelay::RouteBatch(std::string_view pending) {
   if (transaction_server_) {
     // A transaction stays on the server that started it.
     target = transaction_server_;
+    batch_route_ = transaction_route_;
   } else if (!in_flight_.empty()) {
     // Pipelined behind unanswered batches: their effect on the transaction state is unknown.
     target = in_flight_.back().server;
@@ -373,7 +377,9 @@ awaitable<PgServer*> PgRelay::RouteBatch(std::string_view pending) {
   }
   BringUpToDate(*target);
   ApplySettings(batch, *target);
-  batch_writes_ = batch.Writes() || batch.kind == routing::StatementKind::kTransactionEnd;
+  // COMMIT acknowledges the transaction's writes, unless it ran on a replica (read only).
+  batch_writes_ = batch.Writes() || (batch.kind == routing::StatementKind::kTransactionEnd &&
+                                     std::string_view(batch_route_) == "primary");
   co_return target;
 }
 
@@ -551,6 +557,7 @@ awaitable<bool> PgRelay::ForwardRepliesOf(PgServer& server) {
             transaction_server_ = status == 'I' ? nullptr : &server;
             batch_done = true;
             const InFlight& batch = in_flight_.front();
+            if (status != 'I') transaction_route_ = batch.route;
             // Read-your-writes: a write counts once the server is idle again (committed).
             write_unacknowledged_ = write_unacknowledged_ || batch.writes;
             if (status == 'I' && write_unacknowledged_) {

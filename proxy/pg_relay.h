@@ -133,6 +133,7 @@ class PgRelay {
   std::map<std::string, Prepared, std::less<>> prepared_;
   uint64_t prepared_versions_ = 0;
   const char* batch_route_ = "primary";  // of the batch RouteBatch chose last
+  const char* transaction_route_ = "primary";  // of the batch that left a transaction open
   bool batch_writes_ = true;
   bool write_unacknowledged_ = false;   // a write was sent; its ReadyForQuery 'I' not seen yet
   PgServer* primary_ = nullptr;

@@ -75,6 +75,7 @@ class RedisProbe final : public NodeProbe {
       result.role = routing::Role::kPrimary;
       result.position = ToU64(InfoField(info, "master_repl_offset"));
       result.received_position = result.position;
+      result.commit_position = result.position;
     } else {
       result.role = routing::Role::kReplica;
       result.link_up = InfoField(info, "master_link_status") == "up";

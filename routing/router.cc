@@ -189,7 +189,7 @@ absl::StatusOr<RouteDecision> Route(const RouteRequest& request) {
     if (request.history != nullptr) {
       position = request.history->PrimaryPositionAtOrAfter(*session.last_write_ack);
     } else if (topology.watermark != nullptr) {
-      position = topology.watermark->SampleAtOrAfter(*session.last_write_ack);
+      position = topology.commit_watermark->SampleAtOrAfter(*session.last_write_ack);
     }
     needs = position.value_or(kNoSampleYet);
   }

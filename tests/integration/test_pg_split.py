@@ -644,6 +644,22 @@ def test_stale_read_0_misses_with_a_delayed_replica(proxy, topology, ports):
     assert share >= 0.90, counts
 
 
+@pytest.mark.xfail(strict=True, reason="stale_read_avoided_total is not exported yet")
+def test_stale_read_avoided_is_counted(proxy, topology):
+    """Issue 5, metrics: a read sent to the primary because the replica has not replayed the
+    session's write counts in stale_read_avoided_total."""
+    with delayed_replica(topology):
+        before = metric_sum(scrape(proxy), "stale_read_avoided_total")
+        with connect(proxy) as conn:
+            for i in range(5):
+                row_id = conn.execute("insert into stale_rows(v) values (%s) returning id",
+                                      (f"m{i}",)).fetchone()[0]
+                assert conn.execute("select v from stale_rows where id = %s",
+                                    (row_id,)).fetchone() == (f"m{i}",)
+        after = metric_sum(scrape(proxy), "stale_read_avoided_total")
+    assert after - before >= 5, (before, after)
+
+
 @pytest.mark.parametrize("synchronous_commit", ["on", "off"])
 def test_read_your_writes_after_think_time(proxy, topology, ports, synchronous_commit):
     """Reads 0–0.9 s after the write: some land while the replica is still behind the write,
@@ -878,6 +894,10 @@ def test_read_only_listener_refuses_writes_and_reads_on_the_replica(proxy, topol
     assert list(outcome.values())[:2] == ["25006", "25006"], outcome
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug (issue 5, open): on the read-only listener's primary fallback, BEGIN READ WRITE, "
+    "SET TRANSACTION READ WRITE and SET default_transaction_read_only = off still write; the "
+    "session only starts read-only (options), it does not refuse writes itself yet"))
 def test_read_only_listener_falls_back_to_a_read_only_primary(proxy, topology, ports):
     """Last in the module: stops the replica (and restarts it)."""
     pg = topology.pg

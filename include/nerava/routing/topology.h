@@ -48,6 +48,9 @@ struct ProtocolTopology {
   // The primary's recent positions (DESIGN §6), for read-your-writes; never null in a
   // published snapshot, shared between snapshots while it does not change.
   std::shared_ptr<const Watermark> watermark = std::make_shared<const Watermark>();
+  // (check start time, commit position) samples of the primary: a sample's position is at or
+  // past every write acknowledged before its time. Read-your-writes uses these.
+  std::shared_ptr<const Watermark> commit_watermark = std::make_shared<const Watermark>();
 
   const NodeState* Primary() const { return primary >= 0 ? &nodes[primary] : nullptr; }
 };

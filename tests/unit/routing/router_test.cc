@@ -248,12 +248,14 @@ TEST(RouterTest, PolicyTable) {
   }
 }
 
-TEST(RouterTest, UsesTheTopologyWatermarkByDefault) {
+TEST(RouterTest, UsesTheTopologyCommitWatermarkByDefault) {
   ProtocolTopology topology = Topo({Primary("p", "eu", 1000), Replica("r", "eu", 950, 0.1, 50)});
   auto watermark = std::make_shared<Watermark>();
   watermark->Add(At(100), 900);
   watermark->Add(At(200), 1000);
-  topology.watermark = watermark;
+  // Read-your-writes waits for commit positions (the lag history is another thing).
+  topology.commit_watermark = watermark;
+  topology.watermark = std::make_shared<Watermark>();
   RoutePolicy policy = Policy();
   SessionRouteState early = WroteAt(50);  // sample at 100: 900 ≤ 950
   SessionRouteState late = WroteAt(150);  // sample at 200: 1000 > 950
