@@ -21,6 +21,8 @@
 #   --no-build   use the binaries already in the build dir
 #   NERAVA_BENCH_SCALE  pgbench scale (default 10; --quick: 1)
 set -euo pipefail
+# The whole script is one block, read before it runs: editing the file during a run is harmless.
+{
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
@@ -48,6 +50,7 @@ else
 fi
 
 log() { echo "compare: $*" >&2; }
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------------------------
 # Build (incremental; a fresh clone builds nerava-proxy and nerava-bench in Release).
@@ -98,10 +101,10 @@ trap 'exit 130' INT TERM
 free_port() {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-# Waits up to $2 seconds for command $1 (a string) to succeed.
+# Waits up to $2 seconds (wall clock) for command $1 (a string) to succeed.
 wait_for() {
-  local i
-  for i in $(seq 1 $(($2 * 10))); do
+  local deadline=$((SECONDS + $2))
+  while [ "$SECONDS" -lt "$deadline" ]; do
     if eval "$1" >/dev/null 2>&1; then return 0; fi
     sleep 0.1
   done
@@ -321,8 +324,24 @@ log "PostgreSQL targets: ${pg_targets[*]}; Redis targets: ${redis_targets[*]}; r
 results="$run_dir/results.tsv"
 : >"$results"
 clk_tck=$(getconf CLK_TCK)
-cpu_ticks() {  # utime + stime of a pid
-  awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+cpu_ticks() {  # utime + stime of a pid and all its descendants (runuser, pgpool children)
+  /usr/bin/python3 - "$1" <<'PY' 2>/dev/null || echo 0
+import os, sys
+stats = {}
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try:
+            f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(d)] = (int(f[1]), int(f[11]) + int(f[12]))  # ppid, utime + stime
+total, todo = 0, [int(sys.argv[1])]
+while todo:
+    pid = todo.pop()
+    total += stats.get(pid, (0, 0))[1]
+    todo += [p for p, (pp, _) in stats.items() if pp == pid]
+print(total)
+PY
 }
 
 run_pgbench() {  # test-name target args...
@@ -421,6 +440,8 @@ with open(results, "a") as out:
         for i, r in enumerate(t["rounds"]):
             out.write(f"nerava-bench {name}\tops/s\t{t['name']}\t{i + 1}\t{r['ops_per_second']:.1f}\n")
         out.write(f"nerava-bench {name} p99\tµs\t{t['name']}\t0\t{t['latency_us']['p99']:.1f}\n")
+        if "read-after-write" in name:  # a read that missed the session's own write
+            out.write(f"nerava-bench {name} stale reads\tcount\t{t['name']}\t0\t{t['stale_reads']}\n")
 PY
 done
 
@@ -436,9 +457,9 @@ for f in "$run_dir"/nb/*.svg; do [ -e "$f" ] && cp "$f" "$base-$(basename "$f")"
 machine=$(
   echo "- cores: $(nproc) ($(lscpu 2>/dev/null | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'))"
   echo "- memory: $(free -h | awk '/^Mem:/ {print $2 " total, " $7 " available"}')"
-  echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "- kernel: $(uname -r); PostgreSQL $(pg_config --version 2>/dev/null | awk '{print $2}'), $(redis-server --version 2>/dev/null | awk '{print $3}')"
-  echo "- nerava-proxy $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$repo" diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)'), $(pgbouncer --version 2>/dev/null | head -1), $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}'), $(pgpool --version 2>&1 | awk '{print "Pgpool-II " $3}'), $(nutcracker --version 2>&1 | awk '{print "twemproxy " $NF}' | sed 's/nutcracker-//')"
+  echo "- load average (1, 5, 15 min) at the start: $load_start; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- kernel: $(uname -r); PostgreSQL $(pg_config --version 2>/dev/null | awk '{print $2}'), Redis $(redis-server --version 2>/dev/null | awk '{print $3}' | sed 's/^v=//')"
+  echo "- nerava-proxy $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$repo" diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)'), $(pgbouncer --version 2>/dev/null | head -1), $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}'), $(pgpool --version 2>&1 | awk '{print "Pgpool-II " $3}'), $(nutcracker --version 2>&1 | awk '/nutcracker-/ {sub("nutcracker-", "", $NF); print "twemproxy " $NF}')"
 )
 skipped_text=$(for s in "${skipped[@]}"; do echo "- skipped $s"; done)
 command_line="bench/compare.sh$([ "$quick" = 1 ] && echo ' --quick') --rounds $rounds"
@@ -460,10 +481,10 @@ for line in open(results):
 order = ["direct", "nerava", "pgbouncer", "haproxy", "pgpool", "twemproxy"]
 present = [t for t in order if any(t in r["values"] for r in rows.values())]
 peers = [t for t in present if t not in ("direct", "nerava")]
-lower_is_better = {"µs"}
+lower_is_better = {"µs", "count"}
 
 def fmt(v):
-    return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
+    return f"{v:,.0f}" if v >= 100 or v == int(v) else f"{v:.2f}"
 
 head = ["test", "unit"] + present + [f"nerava ÷ {p}" for p in peers]
 lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * 2 + " ---: |" * (len(head) - 2)]
@@ -505,9 +526,14 @@ with open(base + ".md", "w") as f:
     f.write(f"Command: `{command}`\n\nMachine:\n\n{machine}\n\n{skipped}\n\n")
     f.write("Medians over rounds; in parentheses the ratio to direct (higher is better for tps, "
             "rps and ops/s); `nerava ÷ peer` columns compare nerava-proxy with each peer. "
-            "nerava and pgpool send reads to the replica, the others to the primary.\n\n")
+            "For µs rows lower is better. nerava and pgpool send reads to the replica, the "
+            "others to the primary. A load average above the core count means other work "
+            "shared the machine during the run: compare ratios within one run, not across runs."
+            "\n\n")
     f.write(table + "\n\n")
     f.write("\n".join(nb_tables))
     f.write(f"\nRaw samples: `{os.path.basename(base)}.json`.\n")
 PY
 log "results: ${base#"$repo"/}.md (+ .json, plots)"
+exit 0
+}

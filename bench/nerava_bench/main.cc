@@ -20,6 +20,7 @@ namespace nb = nerava::bench;
 
 int main(int argc, char** argv) {
   CLI::App app{"nerava-bench: closed- and open-loop latency benchmark for PostgreSQL and Redis"};
+  app.option_defaults()->always_capture_default();  // --help shows the defaults
   nb::RunOptions options;
   std::string workload = "pg-select";
   std::vector<std::string> targets;

@@ -159,10 +159,10 @@ std::string Json(const RunOptions& options, const std::vector<TargetResult>& res
 }
 
 // A percentile plot in the HdrHistogram manner: x is log10(1 / (1 - q)), so 90 %, 99 %,
-// 99.9 % sit at equal distances and the tail gets most of the width; y is latency, linear.
+// 99.9 % sit at equal distances and the tail gets most of the width; y is latency, log scale.
 std::string Svg(const RunOptions& options, const std::vector<TargetResult>& results) {
   constexpr double kWidth = 900, kHeight = 520;
-  constexpr double kLeft = 80, kRight = 30, kTop = 50, kBottom = 60;
+  constexpr double kLeft = 90, kRight = 30, kTop = 50, kBottom = 60;
   constexpr double kPlotW = kWidth - kLeft - kRight, kPlotH = kHeight - kTop - kBottom;
   constexpr const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
                                      "#9467bd", "#8c564b", "#e377c2", "#17becf"};
@@ -175,12 +175,30 @@ std::string Svg(const RunOptions& options, const std::vector<TargetResult>& resu
   double x_max = 4;  // 99.99 %
   if (min_count != UINT64_MAX) x_max = std::clamp(std::log10(static_cast<double>(min_count)), 1.0, 4.0);
   const double q_max = 1 - std::pow(10.0, -x_max);
-  double y_top = 0;
-  for (const TargetResult& r : results) y_top = std::max(y_top, Micros(r.latency.ValueAt(q_max)));
-  y_top = NiceCeil(y_top * 1.05);
+  // Latency on a log axis: one slow target must not flatten everybody else's curve.
+  double y_lo = 1e18, y_hi = 0;
+  for (const TargetResult& r : results) {
+    if (r.latency.count() == 0) continue;
+    y_lo = std::min(y_lo, std::max(1.0, Micros(r.latency.ValueAt(0))));
+    y_hi = std::max(y_hi, Micros(r.latency.ValueAt(q_max)));
+  }
+  if (y_hi <= 0) {
+    y_lo = 1;
+    y_hi = 10;
+  }
+  y_lo = std::pow(10.0, std::floor(std::log10(y_lo)));
+  y_hi = std::max(NiceCeil(y_hi * 1.05), y_lo * 10);
+  const double log_lo = std::log10(y_lo), log_span = std::log10(y_hi) - log_lo;
 
   auto px = [&](double x) { return kLeft + x / x_max * kPlotW; };
-  auto py = [&](double us) { return kTop + kPlotH - std::min(us, y_top) / y_top * kPlotH; };
+  auto py = [&](double us) {
+    const double l = std::log10(std::clamp(us, y_lo, y_hi));
+    return kTop + kPlotH - (l - log_lo) / log_span * kPlotH;
+  };
+  auto label = [](double us) {
+    return us >= 1000 ? Fixed(us / 1000, us < 10000 && std::fmod(us, 1000) != 0 ? 1 : 0) + " ms"
+                      : Fixed(us, 0) + " µs";
+  };
 
   std::ostringstream svg;
   svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << kWidth << "\" height=\""
@@ -195,13 +213,16 @@ std::string Svg(const RunOptions& options, const std::vector<TargetResult>& resu
       << "Latency by percentile: " << EscapeXml(title) << "</text>\n";
 
   // Grid and axes.
-  for (int i = 0; i <= 5; ++i) {
-    const double us = y_top * i / 5;
-    const double y = py(us);
-    svg << "<line x1=\"" << kLeft << "\" y1=\"" << y << "\" x2=\"" << kLeft + kPlotW
-        << "\" y2=\"" << y << "\" stroke=\"#ddd\"/>\n";
-    svg << "<text x=\"" << kLeft - 8 << "\" y=\"" << y + 4 << "\" text-anchor=\"end\">"
-        << Fixed(us, us < 10 ? 1 : 0) << "</text>\n";
+  for (double decade = y_lo; decade < y_hi * 1.001; decade *= 10) {
+    for (double m : {1.0, 2.0, 5.0}) {
+      const double us = decade * m;
+      if (us > y_hi * 1.001) break;
+      const double y = py(us);
+      svg << "<line x1=\"" << kLeft << "\" y1=\"" << y << "\" x2=\"" << kLeft + kPlotW
+          << "\" y2=\"" << y << "\" stroke=\"" << (m == 1.0 ? "#bbb" : "#e5e5e5") << "\"/>\n";
+      svg << "<text x=\"" << kLeft - 8 << "\" y=\"" << y + 4 << "\" text-anchor=\"end\">"
+          << label(us) << "</text>\n";
+    }
   }
   const char* labels[] = {"0%", "90%", "99%", "99.9%", "99.99%"};
   for (int i = 0; i <= static_cast<int>(x_max); ++i) {
@@ -216,7 +237,7 @@ std::string Svg(const RunOptions& options, const std::vector<TargetResult>& resu
   svg << "<text x=\"" << kLeft + kPlotW / 2 << "\" y=\"" << kHeight - 15
       << "\" text-anchor=\"middle\">percentile (log scale of 1/(1−q))</text>\n";
   svg << "<text transform=\"translate(20," << kTop + kPlotH / 2
-      << ") rotate(-90)\" text-anchor=\"middle\">latency µs</text>\n";
+      << ") rotate(-90)\" text-anchor=\"middle\">latency (log scale)</text>\n";
 
   // Curves and legend.
   for (size_t t = 0; t < results.size(); ++t) {
