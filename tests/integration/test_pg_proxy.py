@@ -88,6 +88,18 @@ def test_psql_backslash_copy(proxy, topology, tmp_path):
     psql(proxy, "-c", "create table psql_copy(id int primary key, t text, pad text)")
     out = psql(proxy, "-c", f"\\copy psql_copy from '{src}' with (format csv)").stdout
     assert out.strip() == "COPY 1000"
+    # Each psql is a new session, and read-your-writes is per session: the next psql reads
+    # from the replica, so let the replica replay the COPY first, as a user would have to.
+    replica = topology.pg.replicas[0]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if topology.pg.sql(replica, "select count(*) from psql_copy", dbname=APP_DB)[0][0] \
+                    == 1000:
+                break
+        except Exception:  # noqa: BLE001 - the table itself may not have replayed yet
+            pass
+        time.sleep(0.05)
     psql(proxy, "-c",
          f"\\copy (select * from psql_copy order by id) to '{dst}' with (format csv)")
     assert dst.read_bytes() == src.read_bytes()
