@@ -22,6 +22,11 @@ constexpr std::string_view kHelp =
     "  show nodes     everything the monitor knows about every node\n"
     "  show clients   connected clients\n"
     "  show config    the effective config, passwords masked\n"
+    "  switch-primary <node|region> [--promote] [--timeout S]\n"
+    "                 planned switchover: hold writes, let write work finish, [promote the\n"
+    "                 target after it caught up], move writes, release them (default 10 s)\n"
+    "  pause [writes|all]   hold new writes (or everything) until `resume`\n"
+    "  resume         release what `pause` holds\n"
     "  help           this text\n";
 
 std::vector<std::string> Words(std::string_view line) {
@@ -110,8 +115,33 @@ AdminReply Status(const AdminSources& sources, bool as_json) {
                       std::to_string(static_cast<int64_t>(connections))});
     }
   }
-  if (as_json) return {true, Dump({{"generation", snapshot->generation}, {"nodes", nodes}})};
-  return {true, Table(rows) + "(* = the primary in use)\n"};
+  json primaries = json::object();
+  std::string footer = "(* = the primary in use)\n";
+  for (Protocol protocol : {Protocol::kPostgres, Protocol::kRedis}) {
+    const routing::ProtocolTopology& topology = snapshot->Get(protocol);
+    const char* name = routing::ProtocolName(protocol);
+    const NodeState* primary = topology.Primary();
+    std::string mode = "open";
+    if (sources.gates) {
+      const WriteGate& gate =
+          protocol == Protocol::kPostgres ? sources.gates->postgres : sources.gates->redis;
+      if (gate.mode() == WriteGate::Mode::kHoldWrites) mode = "holding writes";
+      if (gate.mode() == WriteGate::Mode::kHoldAll) mode = "holding everything";
+    }
+    primaries[name] = {{"primary", primary ? json(primary->name) : json()},
+                       {"split_brain", topology.split_brain},
+                       {"gate", mode}};
+    if (topology.nodes.empty()) continue;
+    footer += std::string(name) + ": primary " + (primary ? primary->name : "none") +
+              (topology.split_brain ? " (SPLIT BRAIN: several nodes say they are primary)" : "") +
+              (mode == "open" ? "" : ", " + mode) + "\n";
+  }
+  if (as_json) {
+    return {true, Dump({{"generation", snapshot->generation},
+                        {"nodes", nodes},
+                        {"protocols", primaries}})};
+  }
+  return {true, Table(rows) + footer};
 }
 
 AdminReply ShowNodes(const AdminSources& sources, bool as_json) {
@@ -231,6 +261,58 @@ AdminReply ShowConfig(const AdminSources& sources, bool as_json) {
   }
 }
 
+AdminReply SwitchPrimary(const std::vector<std::string>& words, const AdminSources& sources,
+                         bool as_json) {
+  if (!sources.switchover) return {false, "switchover is not available in this process"};
+  std::string target;
+  bool promote = false;
+  double timeout_s = 10;
+  for (size_t i = 1; i < words.size(); ++i) {
+    if (words[i] == "--promote") {
+      promote = true;
+    } else if (words[i] == "--timeout" && i + 1 < words.size()) {
+      char* end = nullptr;
+      timeout_s = std::strtod(words[++i].c_str(), &end);
+      if (end == words[i].c_str() || *end != '\0' || !(timeout_s > 0) || timeout_s > 3600) {
+        return {false, "--timeout wants seconds between 0 and 3600, not \"" + words[i] + "\""};
+      }
+    } else if (!words[i].empty() && words[i][0] == '-') {
+      return {false, "switch-primary: unknown option \"" + words[i] + "\""};
+    } else if (target.empty()) {
+      target = words[i];
+    } else {
+      return {false, "switch-primary takes one node or region, not \"" + words[i] + "\" too"};
+    }
+  }
+  if (target.empty()) return {false, "usage: switch-primary <node|region> [--promote] [--timeout S]"};
+  auto reports = sources.switchover->SwitchPrimary(
+      target, promote,
+      std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+  if (!reports.ok()) return {false, std::string(reports.status().message())};
+  bool ok = true;
+  json list = json::array();
+  std::string text;
+  for (const SwitchReport& report : *reports) {
+    ok = ok && report.ok;
+    list.push_back({{"protocol", routing::ProtocolName(report.protocol)},
+                    {"from", report.from},
+                    {"to", report.to},
+                    {"ok", report.ok},
+                    {"promoted", report.promoted},
+                    {"writes_held_ms", report.writes_held_ms},
+                    {"aborted", report.aborted},
+                    {"steps", report.steps},
+                    {"error", report.error}});
+    text += std::string(routing::ProtocolName(report.protocol)) + ": " +
+            (report.from.empty() ? "none" : report.from) + " -> " + report.to + ": " +
+            (report.ok ? "done" : "FAILED: " + report.error) + ", writes held " +
+            Fixed(report.writes_held_ms, 1) + " ms\n";
+    for (const auto& step : report.steps) text += "  - " + step + "\n";
+  }
+  if (as_json) return {ok, ok ? Dump(list) : list.dump()};
+  return {ok, text};
+}
+
 AdminReply Dispatch(std::string_view line, const AdminSources& sources) {
   std::vector<std::string> words = Words(line);
   const bool as_json = std::erase(words, "--json") > 0;
@@ -244,6 +326,24 @@ AdminReply Dispatch(std::string_view line, const AdminSources& sources) {
   if (command == "show clients") return ShowClients(sources, as_json);
   if (command == "show config") return ShowConfig(sources, as_json);
   if (command == "help" || command.empty()) return {true, std::string(kHelp)};
+  if (!words.empty() && words[0] == "switch-primary") return SwitchPrimary(words, sources, as_json);
+  if (!words.empty() && (words[0] == "pause" || words[0] == "resume")) {
+    if (!sources.switchover) return {false, "pause/resume is not available in this process"};
+    absl::Status done;
+    if (command == "resume") {
+      done = sources.switchover->Resume();
+    } else if (command == "pause" || command == "pause writes") {
+      done = sources.switchover->Pause(WriteGate::Mode::kHoldWrites);
+    } else if (command == "pause all") {
+      done = sources.switchover->Pause(WriteGate::Mode::kHoldAll);
+    } else {
+      return {false, "usage: pause [writes|all] | resume"};
+    }
+    if (!done.ok()) return {false, std::string(done.message())};
+    return {true, command == "resume" ? "writes released\n" : "holding new " +
+                                                                  std::string(command == "pause all" ? "requests" : "writes") +
+                                                                  " until `resume`\n"};
+  }
   if (!words.empty() && words[0] == "show") {
     if (words.size() == 1) return {false, "show what? expected nodes, clients or config"};
     return {false,

@@ -9,6 +9,7 @@
 #include "nerava/config/config.h"
 #include "proxy/client_registry.h"
 #include "proxy/metrics.h"
+#include "proxy/switchover.h"
 #include "proxy/topology_holder.h"
 
 namespace nerava::proxy {
@@ -23,9 +24,12 @@ struct AdminSources {
   const ClientRegistry* clients = nullptr;  // may be null: no clients shown
   const config::Config* config = nullptr;
   Metrics* metrics = nullptr;  // may be null: connections shown as 0
+  Switchover* switchover = nullptr;  // may be null: switch-primary/pause/resume refused
+  const WriteGates* gates = nullptr;  // may be null: pause state not shown
 };
 
-// Runs one request line ("status --json"). Never throws.
+// Runs one request line ("status --json"). Never throws. switch-primary blocks the calling
+// thread for up to its timeout: call from the admin thread, not a worker.
 AdminReply RunAdminCommand(std::string_view line, const AdminSources& sources);
 
 }  // namespace nerava::proxy

@@ -103,6 +103,8 @@ awaitable<void> AdminSocket::AcceptLoop() {
   }
 }
 
+awaitable<AdminReply> AdminSocket::RunHandler(std::string line) { co_return handler_(line); }
+
 awaitable<void> AdminSocket::Serve(Protocol::socket socket) {
   std::string request;
   asio::steady_timer deadline(socket.get_executor(), kTimeout);
@@ -124,7 +126,11 @@ awaitable<void> AdminSocket::Serve(Protocol::socket socket) {
       // Without a newline at EOF the whole input is the line.
       std::string_view line(request.data(), ec ? request.size() : n);
       while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
-      AdminReply result = handler_(line);
+      // Commands may block (a switchover waits for the databases): off the main io_context.
+      // (A member coroutine with the line by value: GCC 12 double-frees lambda captures here.)
+      AdminReply result = co_await asio::co_spawn(blocking_.get_executor(),
+                                                  RunHandler(std::string(line)),
+                                                  asio::use_awaitable);
       if (!result.text.empty() && result.text.back() != '\n') result.text += '\n';
       reply = std::string(result.ok ? kAdminOk : kAdminError);
       reply += result.ok ? "\n" + result.text : " " + result.text;

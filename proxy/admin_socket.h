@@ -6,8 +6,8 @@
 //
 // Mode 0600 (the socket file is chmod-ed between bind and listen, so nobody can connect
 // before it is private); the parent directory is created; a stale socket file left by a dead
-// proxy is removed, a live one refuses the start. Runs on the main io_context: a command reads
-// an immutable snapshot and never waits for the data path.
+// proxy is removed, a live one refuses the start. Accepts on the main io_context and runs each
+// command on a thread of its own, since a switchover blocks while the databases catch up.
 #pragma once
 
 #include <functional>
@@ -44,11 +44,13 @@ class AdminSocket {
       : acceptor_(std::move(acceptor)), path_(std::move(path)), handler_(std::move(handler)) {}
   awaitable<void> AcceptLoop();
   awaitable<void> Serve(Protocol::socket socket);
+  awaitable<AdminReply> RunHandler(std::string line);
 
   Protocol::acceptor acceptor_;
   std::string path_;
   Handler handler_;
   bool removed_ = false;
+  asio::thread_pool blocking_{1};  // runs the handler: one command at a time
 };
 
 }  // namespace nerava::proxy

@@ -5,6 +5,8 @@
 //
 // Exit status: 0 on an OK reply, 1 on an ERR reply, 2 on a usage or connection problem.
 #include <poll.h>
+
+#include <cstdlib>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -57,7 +59,8 @@ bool Wait(int fd, short events, std::chrono::steady_clock::time_point deadline) 
 }
 
 // Sends `request` and returns the whole reply; on failure an empty string and `error` set.
-std::string Exchange(const std::string& path, const std::string& request, std::string& error) {
+std::string Exchange(const std::string& path, const std::string& request,
+                     std::chrono::seconds timeout, std::string& error) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
   if (path.size() >= sizeof(address.sun_path)) {
@@ -75,7 +78,7 @@ std::string Exchange(const std::string& path, const std::string& request, std::s
     error = "cannot connect to " + path + ": " + std::strerror(errno);
     return {};
   }
-  const auto deadline = std::chrono::steady_clock::now() + kTimeout;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   size_t sent = 0;
   while (sent < request.size()) {
     if (!Wait(fd.get(), POLLOUT, deadline)) {
@@ -169,8 +172,18 @@ int main(int argc, char** argv) {
     request += (request.empty() ? "" : " ") + word;
   }
   request += "\n";
+  // A switchover answers when it is done: up to its own timeout (default 10 s) and the wait
+  // for the monitor after it.
+  auto timeout = kTimeout;
+  if (words.front() == "switch-primary") {
+    double switch_timeout = 10;
+    for (size_t i = 1; i + 1 < words.size(); ++i) {
+      if (words[i] == "--timeout") switch_timeout = std::atof(words[i + 1].c_str());
+    }
+    timeout += std::chrono::seconds(static_cast<int64_t>(switch_timeout * 2) + 30);
+  }
   std::string error;
-  const std::string reply = Exchange(socket_path, request, error);
+  const std::string reply = Exchange(socket_path, request, timeout, error);
   if (!error.empty()) {
     std::cerr << "nerava-proxyctl: " << error << "\n";
     return 2;

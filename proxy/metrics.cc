@@ -43,6 +43,9 @@ void AddTopology(prometheus::Registry& registry, const routing::Topology& topolo
       registry, "replica_lag_bytes", "Primary position minus the replica's replayed position");
   auto& primary_info = MakeFamily<prometheus::Gauge>(
       registry, "primary_info", "1 for the node the proxy currently treats as primary");
+  auto& split_brain = MakeFamily<prometheus::Gauge>(
+      registry, "split_brain",
+      "1 while more than one node says it is primary (writes go to one of them only)");
   for (Protocol protocol : {Protocol::kPostgres, Protocol::kRedis}) {
     const routing::ProtocolTopology& nodes = topology.Get(protocol);
     const std::string protocol_name = routing::ProtocolName(protocol);
@@ -59,11 +62,25 @@ void AddTopology(prometheus::Registry& registry, const routing::Topology& topolo
             .Set(static_cast<double>(*node.lag_bytes));
       }
     }
+    split_brain.Add({{"protocol", protocol_name}}).Set(nodes.split_brain ? 1 : 0);
     if (const routing::NodeState* primary = nodes.Primary()) {
       primary_info
           .Add({{"protocol", protocol_name}, {"node", primary->name}, {"region", primary->region}})
           .Set(1);
     }
+  }
+}
+
+void AddGates(prometheus::Registry& registry, const WriteGates& gates) {
+  auto& held = MakeFamily<prometheus::Gauge>(
+      registry, "writes_held", "Requests waiting for a primary (switchover, pause, failover)");
+  auto& paused = MakeFamily<prometheus::Gauge>(
+      registry, "writes_paused", "1 while a switchover or `pause` holds new writes");
+  for (Protocol protocol : {Protocol::kPostgres, Protocol::kRedis}) {
+    const WriteGate& gate = protocol == Protocol::kPostgres ? gates.postgres : gates.redis;
+    const std::string name = routing::ProtocolName(protocol);
+    held.Add({{"protocol", name}}).Set(gate.held());
+    paused.Add({{"protocol", name}}).Set(gate.mode() == WriteGate::Mode::kOpen ? 0 : 1);
   }
 }
 
@@ -83,7 +100,25 @@ Metrics::Metrics(const TopologyHolder& topology)
       client_connections_(MakeFamily<prometheus::Gauge>(*registry_, "client_connections",
                                                         "Open client connections")),
       backend_connections_(MakeFamily<prometheus::Gauge>(*registry_, "backend_connections",
-                                                         "Open proxy-to-server connections")) {}
+                                                         "Open proxy-to-server connections")),
+      stale_read_avoided_(MakeFamily<prometheus::Counter>(
+          *registry_, "stale_read_avoided_total",
+          "Reads sent to the primary because no replica had the session's last write yet")),
+      failovers_(MakeFamily<prometheus::Counter>(
+          *registry_, "failovers_total",
+          "Changes of the primary in use: planned (switch-primary) or unplanned")),
+      last_failover_(MakeFamily<prometheus::Gauge>(
+          *registry_, "last_failover_duration_seconds",
+          "The last failover: seconds writes were held (planned) or without a primary "
+          "(unplanned)")) {}
+
+prometheus::Counter& Metrics::Failovers(Protocol protocol, std::string_view kind) {
+  return failovers_.Add({{"protocol", routing::ProtocolName(protocol)}, {"kind", std::string(kind)}});
+}
+
+prometheus::Gauge& Metrics::LastFailoverSeconds(Protocol protocol) {
+  return last_failover_.Add({{"protocol", routing::ProtocolName(protocol)}});
+}
 
 prometheus::Counter& Metrics::Queries(Protocol protocol, std::string_view route,
                                       std::string_view node) {
@@ -109,9 +144,14 @@ prometheus::Gauge& Metrics::BackendConnections(Protocol protocol, std::string_vi
       {{"protocol", routing::ProtocolName(protocol)}, {"node", std::string(node)}});
 }
 
+prometheus::Counter& Metrics::StaleReadAvoided(Protocol protocol) {
+  return stale_read_avoided_.Add({{"protocol", routing::ProtocolName(protocol)}});
+}
+
 std::string Metrics::Serialize() const {
   prometheus::Registry topology_registry;
   AddTopology(topology_registry, *topology_.Get());
+  if (gates_) AddGates(topology_registry, *gates_);
   std::vector<prometheus::MetricFamily> families = topology_registry.Collect();
   for (auto& family : registry_->Collect()) families.push_back(std::move(family));
   return prometheus::TextSerializer().Serialize(families);

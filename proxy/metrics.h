@@ -24,6 +24,7 @@
 
 #include "nerava/routing/topology.h"
 #include "proxy/topology_holder.h"
+#include "proxy/write_gate.h"
 
 namespace nerava::proxy {
 
@@ -50,6 +51,15 @@ class Metrics {
   prometheus::Gauge& ClientConnections(std::string_view listener);
   // backend_connections{protocol,node}: open proxy-to-server connections.
   prometheus::Gauge& BackendConnections(routing::Protocol protocol, std::string_view node);
+  // stale_read_avoided_total{protocol}: reads sent to the primary because the replica that was
+  // fresh enough for others had not replayed this session's last write yet.
+  prometheus::Counter& StaleReadAvoided(routing::Protocol protocol);
+  // failovers_total{protocol,kind}: kind "planned" (switch-primary) or "unplanned".
+  prometheus::Counter& Failovers(routing::Protocol protocol, std::string_view kind);
+  // last_failover_duration_seconds{protocol}: writes held (planned) or no primary (unplanned).
+  prometheus::Gauge& LastFailoverSeconds(routing::Protocol protocol);
+  // writes_held{protocol} and writes_paused{protocol} are read from the gates at each scrape.
+  void SetWriteGates(const WriteGates* gates) { gates_ = gates; }
 
   // The text exposition format (version 0.0.4) of everything, topology gauges refreshed.
   std::string Serialize() const;
@@ -62,6 +72,10 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>& query_duration_;
   prometheus::Family<prometheus::Gauge>& client_connections_;
   prometheus::Family<prometheus::Gauge>& backend_connections_;
+  prometheus::Family<prometheus::Counter>& stale_read_avoided_;
+  prometheus::Family<prometheus::Counter>& failovers_;
+  prometheus::Family<prometheus::Gauge>& last_failover_;
+  const WriteGates* gates_ = nullptr;
 };
 
 // Holds +1 on a gauge for its lifetime (an open connection). Movable, not copyable; a null

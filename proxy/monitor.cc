@@ -27,13 +27,16 @@ std::vector<NodeState> InitialNodes(const std::vector<config::Node>& nodes) {
 
 std::chrono::milliseconds CheckTimeout(const config::Monitor& monitor) {
   if (monitor.timeout.count() > 0) return monitor.timeout;
-  return std::max(std::chrono::milliseconds(5), monitor.interval * 8 / 10);
+  // At least 1 s: on a saturated machine a healthy node can take a few hundred ms to answer,
+  // and a node marked down for that would move every read (issue 5). A dead node refuses at
+  // once, so failure detection stays about failure_threshold x interval.
+  return std::max(std::chrono::milliseconds(1000), monitor.interval * 8 / 10);
 }
 
 }  // namespace
 
 int ChoosePrimary(const routing::ProtocolTopology& topology, Protocol protocol,
-                  const std::string& primary_region) {
+                  const std::string& primary_region, const std::string& preferred) {
   int best = -1;
   for (int i = 0; i < static_cast<int>(topology.nodes.size()); ++i) {
     const NodeState& node = topology.nodes[i];
@@ -45,6 +48,10 @@ int ChoosePrimary(const routing::ProtocolTopology& topology, Protocol protocol,
     const NodeState& current = topology.nodes[best];
     if (protocol == Protocol::kPostgres && node.timeline != current.timeline) {
       if (node.timeline > current.timeline) best = i;
+      continue;
+    }
+    if (!preferred.empty() && (node.name == preferred || current.name == preferred)) {
+      if (node.name == preferred) best = i;
       continue;
     }
     if (node.region == primary_region && current.region != primary_region) best = i;
@@ -91,6 +98,26 @@ void Monitor::Start() {
   for (auto& slot : slots_) {
     threads_.emplace_back([this, &slot = *slot](std::stop_token stop) { RunNode(stop, slot); });
   }
+}
+
+void Monitor::PreferPrimary(Protocol protocol, const std::string& node) {
+  std::lock_guard lock(mutex_);
+  (protocol == Protocol::kPostgres ? pg_lag_ : redis_lag_).preferred = node;
+  holder_.Publish(BuildSnapshotLocked());
+}
+
+void Monitor::SetSentinelView(const std::string& master,
+                              std::vector<std::string> unusable_replicas) {
+  std::lock_guard lock(mutex_);
+  if (redis_lag_.preferred == master && redis_lag_.unusable == unusable_replicas) return;
+  redis_lag_.preferred = master;
+  redis_lag_.unusable = std::move(unusable_replicas);
+  holder_.Publish(BuildSnapshotLocked());
+}
+
+void Monitor::OnPrimaryChange(PrimaryChange callback) {
+  std::lock_guard lock(mutex_);
+  on_primary_change_ = std::move(callback);
 }
 
 void Monitor::RunNode(std::stop_token stop, Slot& slot) {
@@ -146,7 +173,7 @@ void Monitor::Record(const Slot& slot, const ProbeResult& result,
                  node.name, node.up ? "up" : "down", routing::RoleName(node.role),
                  node.up ? "" : ": " + node.last_error);
   }
-  topology.primary = ChoosePrimary(topology, slot.protocol, primary_region_);
+  topology.primary = ChoosePrimary(topology, slot.protocol, primary_region_, lag.preferred);
   if (const NodeState* primary = topology.Primary()) {
     // Another node (or a new timeline) counts positions from another history.
     if (lag.owner != topology.primary || lag.timeline != primary->timeline) {
@@ -167,12 +194,48 @@ void Monitor::Record(const Slot& slot, const ProbeResult& result,
   holder_.Publish(BuildSnapshotLocked());
 }
 
+void Monitor::ReportPrimaryLocked(Protocol protocol, routing::ProtocolTopology& topology,
+                                  LagState& lag) {
+  int claiming = 0;
+  for (const NodeState& node : topology.nodes) {
+    claiming += node.up && node.role == Role::kPrimary ? 1 : 0;
+  }
+  topology.split_brain = claiming > 1;
+  if (topology.split_brain != lag.split_brain) {
+    lag.split_brain = topology.split_brain;
+    if (lag.split_brain) {
+      spdlog::error("monitor: split brain: {} {} nodes say they are primary; writes go to {} "
+                    "only{}",
+                    claiming, routing::ProtocolName(protocol),
+                    topology.Primary() ? topology.Primary()->name : "none",
+                    protocol == Protocol::kPostgres ? " (the highest timeline)" : "");
+    } else {
+      spdlog::info("monitor: split brain over: one {} node says it is primary",
+                   routing::ProtocolName(protocol));
+    }
+  }
+  const NodeState* primary = topology.Primary();
+  const std::string name = primary ? primary->name : "";
+  if (name == lag.primary_name) return;
+  if (primary && !primary_region_.empty() && primary->region != primary_region_) {
+    spdlog::warn("monitor: the {} primary is {} in region {}, not in PRIMARY_REGION {}",
+                 routing::ProtocolName(protocol), primary->name, primary->region,
+                 primary_region_);
+  }
+  spdlog::info("monitor: {} primary in use: {} (was {})", routing::ProtocolName(protocol),
+               name.empty() ? "none" : name,
+               lag.primary_name.empty() ? "none" : lag.primary_name);
+  if (on_primary_change_) on_primary_change_(protocol, lag.primary_name, name);
+  lag.primary_name = name;
+}
+
 routing::TopologySnapshot Monitor::BuildSnapshotLocked() {
   for (auto protocol : {Protocol::kPostgres, Protocol::kRedis}) {
     auto& topology = protocol == Protocol::kPostgres ? state_.postgres : state_.redis;
     LagState& lag = protocol == Protocol::kPostgres ? pg_lag_ : redis_lag_;
-    topology.primary = ChoosePrimary(topology, protocol, primary_region_);
+    topology.primary = ChoosePrimary(topology, protocol, primary_region_, lag.preferred);
     const NodeState* primary = topology.Primary();
+    ReportPrimaryLocked(protocol, topology, lag);
     const bool history_usable = primary && lag.owner == topology.primary && !lag.watermark.empty();
     for (size_t i = 0; i < topology.nodes.size(); ++i) {
       NodeState& node = topology.nodes[i];
@@ -193,7 +256,17 @@ routing::TopologySnapshot Monitor::BuildSnapshotLocked() {
   }
   ++state_.generation;
   state_.taken = std::chrono::steady_clock::now();
-  return std::make_shared<const routing::Topology>(state_);
+  auto snapshot = std::make_shared<routing::Topology>(state_);
+  // Replicas Sentinel flags serve nobody, whatever their own checks say.
+  for (routing::NodeState& node : snapshot->redis.nodes) {
+    if (node.role == Role::kReplica &&
+        std::find(redis_lag_.unusable.begin(), redis_lag_.unusable.end(), node.name) !=
+            redis_lag_.unusable.end()) {
+      node.up = false;
+      node.last_error = "flagged down by Redis Sentinel";
+    }
+  }
+  return snapshot;
 }
 
 }  // namespace nerava::proxy

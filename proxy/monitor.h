@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <stop_token>
@@ -34,6 +35,20 @@ class Monitor {
 
   void Start();
 
+  // The node that wins a tie between nodes that both say they are primary (same timeline), set
+  // by a switchover; empty: primary_region breaks ties.
+  void PreferPrimary(routing::Protocol protocol, const std::string& node);
+  // Called (under the monitor's lock, from a node thread) when the primary in use changes:
+  // `from` empty when there was none, `to` empty when there is none now.
+  using PrimaryChange = std::function<void(routing::Protocol, const std::string& from,
+                                           const std::string& to)>;
+  void OnPrimaryChange(PrimaryChange callback);
+
+  // Redis Sentinel's view (DESIGN §7, optional): the node Sentinel names as master wins ties
+  // like PreferPrimary, and replicas Sentinel flags (s_down, o_down, disconnected) serve no
+  // reads. Node names are config names; an empty master leaves ties to primary_region.
+  void SetSentinelView(const std::string& master, std::vector<std::string> unusable_replicas);
+
  private:
   struct Slot {
     routing::Protocol protocol;
@@ -50,6 +65,10 @@ class Monitor {
     bool changed = true;    // the snapshot's copy is stale
     // Per node: when its last successful check saw its position (mid-point of the check).
     std::vector<std::chrono::steady_clock::time_point> observed;
+    std::string preferred;     // PreferPrimary
+    std::string primary_name;  // the primary last published, for change reports
+    bool split_brain = false;  // two nodes say they are primary
+    std::vector<std::string> unusable;  // Sentinel-flagged replicas (Redis)
   };
 
   void RunNode(std::stop_token stop, Slot& slot);
@@ -57,6 +76,9 @@ class Monitor {
               std::chrono::steady_clock::time_point started,
               std::chrono::steady_clock::time_point observed);
   routing::TopologySnapshot BuildSnapshotLocked();
+  // Split-brain flag, PRIMARY_REGION mismatch and primary changes: logged and reported.
+  void ReportPrimaryLocked(routing::Protocol protocol, routing::ProtocolTopology& topology,
+                           LagState& lag);
 
   const std::chrono::milliseconds interval_;
   const std::chrono::milliseconds timeout_;
@@ -69,12 +91,14 @@ class Monitor {
   LagState pg_lag_;          // guarded by mutex_
   LagState redis_lag_;       // guarded by mutex_
   std::vector<std::unique_ptr<Slot>> slots_;
+  PrimaryChange on_primary_change_;  // guarded by mutex_
   std::vector<std::jthread> threads_;
 };
 
 // Picks the primary among nodes that are up and say they are primary: for PostgreSQL the
-// highest timeline wins; a tie goes to `primary_region`, then to config order. -1 when none.
+// highest timeline wins; a tie goes to `preferred` (a switchover's target), then to
+// `primary_region`, then to config order. -1 when none.
 int ChoosePrimary(const routing::ProtocolTopology& topology, routing::Protocol protocol,
-                  const std::string& primary_region);
+                  const std::string& primary_region, const std::string& preferred = "");
 
 }  // namespace nerava::proxy

@@ -18,6 +18,7 @@ absl::StatusOr<std::shared_ptr<const PgContext>> MakePgContext(const config::Con
       std::chrono::duration<double>(pg.max_lag.seconds).count();
   context->route_policy.max_lag_bytes = pg.max_lag.bytes;
   context->functions.SetAllowlist(pg.volatile_allowlist);
+  context->function_policies = services.function_policies;
   for (const auto& user : pg.users) {
     PgUserEntry entry{user.name, user.password,
                       user.backend_password.empty() ? user.password : user.backend_password,
@@ -52,6 +53,7 @@ absl::StatusOr<std::shared_ptr<const PgContext>> MakePgContext(const config::Con
   context->sessions = services.sessions;
   context->metrics = services.metrics;
   context->clients = services.clients;
+  context->write_gate = services.write_gate;
   return std::shared_ptr<const PgContext>(std::move(context));
 }
 

@@ -16,8 +16,10 @@
 #include "nerava/routing/sql_classifier.h"
 #include "proxy/asio.h"
 #include "proxy/cancel_registry.h"
+#include "proxy/function_policy_holder.h"
 #include "proxy/session_registry.h"
 #include "proxy/topology_holder.h"
+#include "proxy/write_gate.h"
 
 namespace nerava::proxy {
 
@@ -45,9 +47,12 @@ struct PgContext {
   SessionRegistry* sessions = nullptr;
   Metrics* metrics = nullptr;  // null: nothing counted
   ClientRegistry* clients = nullptr;  // null: sessions not listed by `show clients`
+  WriteGate* write_gate = nullptr;    // null: writes never held (tests without a server)
   // Read/write splitting (DESIGN §4, §6).
   routing::RoutePolicy route_policy;
   routing::FunctionPolicy functions;  // built-in volatile fallback + config allowlist
+  // The current policy from pg_proc (FunctionLoader); replaces `functions`. Null: use `functions`.
+  FunctionPolicyHolder* function_policies = nullptr;
 };
 
 struct PgServices {
@@ -56,6 +61,8 @@ struct PgServices {
   SessionRegistry* sessions;
   Metrics* metrics = nullptr;
   ClientRegistry* clients = nullptr;
+  WriteGate* write_gate = nullptr;
+  FunctionPolicyHolder* function_policies = nullptr;
 };
 
 // Builds the context of one PostgreSQL listener: derives SCRAM secrets, loads TLS material.

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "proxy/metrics.h"
+
 namespace nerava::proxy {
 namespace {
 
@@ -67,7 +69,15 @@ void PgRelay::MarkActive(PgServer& server) {
   if (observer_.on_active_server) observer_.on_active_server(*server.backend);
 }
 
-awaitable<PgServer*> PgRelay::ServerFor(const routing::NodeState& node) {
+awaitable<bool> PgRelay::PassGate(bool write, std::chrono::steady_clock::time_point deadline) {
+  WriteGate* gate = context_.write_gate;
+  if (!gate || !gate->Holds(write)) co_return true;
+  co_return co_await gate->WaitOpen(write, deadline);
+}
+
+awaitable<PgServer*> PgRelay::ServerFor(const routing::NodeState* wanted) {
+  if (!wanted) co_return nullptr;
+  const routing::NodeState& node = *wanted;
   if (auto it = servers_.find(node.name); it != servers_.end()) co_return it->second.get();
   PgBackendTarget target{node.name, node.host, node.port};
   PgBackendOptions options{context_.settings.backend_tls, context_.backend_tls,
@@ -80,55 +90,126 @@ awaitable<PgServer*> PgRelay::ServerFor(const routing::NodeState& node) {
     co_return nullptr;
   }
   if (observer_.on_server_opened) observer_.on_server_opened(*result.backend);
+  // Another batch may have opened one meanwhile (the reply loop retries reads): keep that one.
+  if (auto it = servers_.find(node.name); it != servers_.end()) co_return it->second.get();
   auto server = std::make_unique<PgServer>(std::move(result.backend), context_.limits);
   PgServer* raw = server.get();
   servers_.emplace(node.name, std::move(server));
   co_return raw;
 }
 
-awaitable<PgServer*> PgRelay::RouteBatch(std::string_view pending) {
-  const routing::StatementClass batch = ClassifyBatch(pending);
-  ApplyPins(batch);
-  PgServer* target = nullptr;
-  batch_route_ = "primary";
-  if (transaction_server_) {
-    // A transaction stays on the server that started it.
-    target = transaction_server_;
-    batch_route_ = transaction_route_;
-  } else if (!in_flight_.empty()) {
-    // Pipelined behind unanswered batches: their effect on the transaction state is unknown.
-    target = in_flight_.back().server;
-    batch_route_ = in_flight_.back().route;
-  } else {
+awaitable<PgServer*> PgRelay::ChooseServer(const routing::StatementClass& batch) {
+  // pg_proc volatility as the function loader last published it (config fallback before).
+  const auto functions = context_.function_policies ? context_.function_policies->Get() : nullptr;
+  const routing::RouteIntent intent =
+      routing::IntentFor(batch, functions ? *functions : context_.functions);
+  // The write gate holds what may write; reads and SETs keep flowing during a switchover.
+  const bool write = !intent.replica_ok && !intent.session_state;
+  WriteGate* gate = context_.write_gate;
+  const auto deadline = std::chrono::steady_clock::now() + context_.failover_wait;
+  asio::steady_timer pause(client_.socket().get_executor());
+  for (;;) {
+    const bool may_proceed = co_await PassGate(write, deadline);
+    if (!may_proceed || shutdown_requested_) co_return nullptr;
     auto snapshot = context_.topology->Get();
     const routing::ProtocolTopology& topology = snapshot->postgres;
     routing::RouteRequest request;
-    request.intent = routing::IntentFor(batch, context_.functions);
+    request.intent = intent;
     request.listener =
         context_.read_only ? routing::Listener::kReadOnly : routing::Listener::kReadWrite;
     request.session = &route_state_;
     request.topology = &topology;
     request.policy = &context_.route_policy;
     auto decision = routing::Route(request);
-    if (decision.ok() && decision->node >= 0) {
-      const routing::NodeState& node = topology.nodes[decision->node];
-      target = co_await ServerFor(node);
-      if (target && node.role == routing::Role::kReplica) batch_route_ = "replica";
+    const routing::NodeState* node = nullptr;
+    if (decision.ok() && decision->node >= 0) node = &topology.nodes[decision->node];
+    if (decision.ok() && decision->reason == routing::RouteReason::kReadPrimaryFallbackRyw &&
+        context_.metrics) {
+      context_.metrics->StaleReadAvoided(routing::Protocol::kPostgres).Increment();
     }
+    PgServer* target = co_await ServerFor(node);
+    if (target) {
+      const bool on_primary = node->role != routing::Role::kReplica;
+      batch_route_ = on_primary ? "primary" : "replica";
+      if (on_primary && write) {
+        primary_ = target;  // asynchronous messages (NOTIFY) come from where the writes go
+        if (gate && !write_ticket_) {
+          std::weak_ptr<PgRelay*> self = self_;
+          auto executor = client_.socket().get_executor();
+          auto ticket = gate->TryEnter([self, executor] {
+            asio::post(executor, [self] {
+              if (auto relay = self.lock(); relay && *relay) (*relay)->AbortWrites();
+            });
+          });
+          if (!ticket) continue;  // the gate closed in between: wait for it
+          write_ticket_ = std::move(*ticket);
+        }
+        if (write_ticket_) write_server_ = target;
+      }
+      co_return target;
+    }
+    // No node takes it: a failover is under way (no primary yet, or the one named does not
+    // answer before the monitor notices). Wait for the topology to settle, within bounds.
+    if (std::chrono::steady_clock::now() >= deadline) co_return nullptr;
+    pause.expires_after(std::chrono::milliseconds(50));
+    co_await pause.async_wait(kNoThrow);
+  }
+}
+
+awaitable<PgServer*> PgRelay::RouteBatch(std::string_view pending, bool complete) {
+  const routing::StatementClass batch = ClassifyBatch(pending);
+  ApplyPins(batch);
+  if (in_flight_.empty() && !batch_open_) lost_servers_.clear();  // nothing refers to them
+  InFlight entry;
+  entry.started = std::chrono::steady_clock::now();
+  entry.kind = batch.kind;
+  entry.complete = complete;
+  entry.in_transaction = InTransaction();
+  PgServer* target = nullptr;
+  batch_route_ = "primary";
+  if (lost_transaction_) {
+    AnswerInLostTransaction(batch, entry);
+  } else if (context_.read_only && batch.kind == routing::StatementKind::kWrite) {
+    // READ_DATABASE_URL never writes, whichever node serves it and whatever the session SET
+    // (a replica would say the same; the primary fallback could be talked into writing).
+    entry.answer = LocalAnswer::kError;
+    entry.error = pg::Error{"ERROR", "25006",
+                            "cannot execute a write on the read-only listener (nerava-proxy "
+                            "pg_readonly: use the read-write address for writes)",
+                            "", ""};
+    entry.status_after = InTransaction() ? 'E' : 'I';
+  } else if (transaction_server_) {
+    // A transaction stays on the server that started it.
+    target = transaction_server_;
+    batch_route_ = transaction_route_;
+  } else if (!in_flight_.empty() && in_flight_.back().server &&
+             !in_flight_.back().server->lost) {
+    // Pipelined behind unanswered batches: their effect on the transaction state is unknown.
+    target = in_flight_.back().server;
+    batch_route_ = in_flight_.back().route;
+  } else {
+    target = co_await ChooseServer(batch);
     if (!target) {
-      // No decision (no primary known) or the chosen node cannot be reached: the primary as
-      // the session last knew it answers, as it did before splitting.
-      const routing::NodeState* primary = topology.Primary();
-      if (primary) target = co_await ServerFor(*primary);
-      if (!target) target = primary_;
-      batch_route_ = "primary";
+      entry.answer = LocalAnswer::kError;
+      entry.error = pg::Error{"ERROR", "57P03",
+                              "no PostgreSQL node can take this statement: no primary was "
+                              "found within failover.wait (a failover is taking too long)",
+                              "", ""};
     }
   }
-  BringUpToDate(*target);
-  ApplySettings(batch, *target);
+  if (target) {
+    BringUpToDate(*target);
+    ApplySettings(batch, *target);
+  }
   // COMMIT acknowledges the transaction's writes, unless it ran on a replica (read only).
   batch_writes_ = batch.Writes() || (batch.kind == routing::StatementKind::kTransactionEnd &&
                                      std::string_view(batch_route_) == "primary");
+  entry.server = target;
+  entry.route = batch_route_;
+  entry.writes = batch_writes_;
+  entry.retryable = target && std::string_view(batch_route_) == "replica" && Retryable(batch) &&
+                    !entry.in_transaction;
+  in_flight_.push_back(std::move(entry));
   co_return target;
 }
 
@@ -137,6 +218,7 @@ awaitable<void> PgRelay::Run() {
 }
 
 awaitable<void> PgRelay::ClientToServers() {
+  std::vector<PgServer*> to_write;
   for (;;) {
     size_t used = 0;
     while (!closing_error_) {
@@ -159,42 +241,70 @@ awaitable<void> PgRelay::ClientToServers() {
       PgServer* target = nullptr;
       switch (type) {
         case pg::msg::kQuery:
-        case pg::msg::kFunctionCall:
-          target = co_await RouteBatch(client_in_.data().substr(start));
-          in_flight_.push_back(
-              {target, std::chrono::steady_clock::now(), batch_route_, batch_writes_});
+        case pg::msg::kFunctionCall: {
+          target = co_await RouteBatch(client_in_.data().substr(start), /*complete=*/true);
+          batch_open_ = false;
           batch_server_ = nullptr;
+          InFlight& query = in_flight_.back();
+          if (query.retryable && piece->kind == pg::Piece::Kind::kMessage) {
+            query.retry_bytes.assign(bytes);
+          } else {
+            query.retryable = false;
+          }
           break;
+        }
         case pg::msg::kCopyData:
         case pg::msg::kCopyDone:
         case pg::msg::kCopyFail:
           target = last_server_;  // COPY data belongs to the batch that started the COPY
           break;
         case pg::msg::kFlush:
-          target = batch_server_ ? batch_server_ : last_server_;
+          target = batch_open_ ? batch_server_ : last_server_;
           break;
-        default:  // extended protocol: the first message after a Sync opens a batch
-          if (!batch_server_) {
-            batch_server_ = co_await RouteBatch(client_in_.data().substr(start));
-            in_flight_.push_back(
-                {batch_server_, std::chrono::steady_clock::now(), batch_route_, batch_writes_});
+        default: {  // extended protocol: the first message after a Sync opens a batch
+          if (!batch_open_) {
+            batch_server_ = co_await RouteBatch(client_in_.data().substr(start), false);
+            batch_open_ = true;
           }
           target = batch_server_;
-          if (piece->kind == pg::Piece::Kind::kMessage) PrepareLazily(*target, type, bytes);
-          if (type == pg::msg::kSync) batch_server_ = nullptr;
+          InFlight& open = in_flight_.back();
+          if (!target && piece->starts_message) open.types.push_back(type);
+          if (open.retryable) {
+            open.retry_bytes.append(bytes);
+            if (open.retry_bytes.size() > kMaxRetryBytes) {
+              open.retryable = false;
+              open.retry_bytes = std::string();
+            }
+          }
+          if (type == pg::msg::kSync) {
+            open.complete = true;
+            batch_open_ = false;
+            batch_server_ = nullptr;
+          }
+          if (target && !target->lost && piece->kind == pg::Piece::Kind::kMessage) {
+            PrepareLazily(*target, type, bytes);
+          }
           break;
+        }
       }
       last_server_ = target;
+      // Answered by the proxy, or bound for a server that is gone: nothing to send.
+      if (!target || target->lost) continue;
       if (piece->starts_message) target->tracker.OnRequest(type, pg::Origin::kClient);
       target->out.append(bytes);
     }
     client_in_.Consume(used);
     Wake();
+    to_write.clear();
     for (auto& [name, server] : servers_) {
-      if (server->out.empty()) continue;
-      auto [ec, n] = co_await server->backend->stream.Write(asio::buffer(server->out));
-      server->out.clear();
-      if (ec) co_return;  // the reply loop sees the loss and says so
+      if (!server->out.empty()) to_write.push_back(server.get());
+    }
+    for (PgServer* server : to_write) {
+      const bool written = co_await WriteServer(*server);
+      if (!written) {
+        LoseServer(*server, "server connection to PostgreSQL node \"" +
+                                server->backend->target.node_name + "\" was lost");
+      }
     }
     if (client_done_ || closing_error_) co_return;
     auto space = client_in_.Prepare(
@@ -209,6 +319,25 @@ awaitable<void> PgRelay::ClientToServers() {
   }
 }
 
+awaitable<bool> PgRelay::WriteServer(PgServer& server) {
+  if (server.writing) {
+    // The other loop is writing to this server: ours follows, in append order.
+    asio::steady_timer wait(client_.socket().get_executor());
+    while (server.writing && !server.lost) {
+      wait.expires_after(std::chrono::milliseconds(1));
+      co_await wait.async_wait(kNoThrow);
+    }
+  }
+  if (server.lost) co_return false;
+  if (server.out.empty()) co_return true;
+  server.writing = true;
+  std::swap(server.out, server.sending);  // keeps both buffers' capacity
+  auto [ec, n] = co_await server.backend->stream.Write(asio::buffer(server.sending));
+  server.sending.clear();
+  server.writing = false;
+  co_return !ec && !server.lost;
+}
+
 awaitable<void> PgRelay::ServersToClient() {
   for (;;) {
     if (in_flight_.empty()) {
@@ -216,9 +345,13 @@ awaitable<void> PgRelay::ServersToClient() {
       if (!co_await WaitForWork()) co_return;
       continue;
     }
-    PgServer& server = *in_flight_.front().server;
-    MarkActive(server);
-    if (!co_await ForwardRepliesOf(server)) co_return;
+    PgServer* server = in_flight_.front().server;
+    const bool failed = !server || server->lost;
+    if (!failed) MarkActive(*server);
+    // One await per iteration (GCC 12: awaits in several branches of a loop corrupt frames).
+    awaitable<bool> step = failed ? AnswerFailedBatch() : ForwardRepliesOf(*server);
+    const bool more = co_await std::move(step);
+    if (!more) co_return;
   }
 }
 
@@ -226,17 +359,20 @@ awaitable<bool> PgRelay::WaitForWork() {
   // Idle: wake for a new batch, or for what the primary sends on its own (NOTIFY for a LISTEN,
   // a FATAL before it closes). Waiting for readability consumes nothing, so it is safe to abandon.
   work_signal_.expires_at(asio::steady_timer::time_point::max());
-  if (!primary_ || !primary_->backend->buffer.empty()) {
+  PgServer* watched = in_flight_.empty() ? primary_ : nullptr;
+  if (!watched || watched->lost || !watched->backend->buffer.empty()) {
     co_await work_signal_.async_wait(kNoThrow);
     co_return true;
   }
   auto woke = co_await (work_signal_.async_wait(kNoThrow) ||
-                        primary_->backend->stream.socket().async_wait(
+                        watched->backend->stream.socket().async_wait(
                             tcp::socket::wait_read, kNoThrow));
-  if (woke.index() == 1 && in_flight_.empty() && !shutdown_requested_) {
+  if (woke.index() == 1 && in_flight_.empty() && !shutdown_requested_ && !watched->lost) {
     // Asynchronous messages: forward them whole, as they are.
-    PgServer& primary = *primary_;
-    if (!co_await ReadServer(primary)) co_return false;
+    PgServer& primary = *watched;
+    const ReadResult read = co_await ReadServer(primary);
+    if (read == ReadResult::kEnd) co_return false;
+    if (read == ReadResult::kLost) co_return true;  // idle: nothing owed to the client
     ByteBuffer& in = primary.backend->buffer;
     size_t used = 0;
     for (;;) {
@@ -257,29 +393,34 @@ awaitable<bool> PgRelay::WaitForWork() {
   co_return true;
 }
 
-awaitable<bool> PgRelay::ReadServer(PgServer& server) {
+awaitable<PgRelay::ReadResult> PgRelay::ReadServer(PgServer& server) {
   ByteBuffer& in = server.backend->buffer;
   auto space = in.Prepare(ReadSize(in, server.framer, context_.limits.max_message));
   auto [ec, n] = co_await server.backend->stream.ReadSome(space);
-  if (ec) {
-    // Cancelled: a drain is under way, or the client side ended first and has said why.
-    if (ec != asio::error::operation_aborted && !shutdown_requested_ && !server_sent_fatal_ &&
-        !closing_error_) {
-      closing_error_ = Fatal("08006", "server connection to PostgreSQL node \"" +
-                                          server.backend->target.node_name + "\" was lost");
-    }
-    co_return false;
+  if (!ec) {
+    in.Commit(n);
+    co_return ReadResult::kOk;
   }
-  in.Commit(n);
-  co_return true;
+  if (server.lost) co_return ReadResult::kLost;  // given up on by the session (an abort)
+  // Cancelled: a drain is under way, or the client side ended first and has said why. A server
+  // that said FATAL first ended the session itself, as it would have direct.
+  if (ec == asio::error::operation_aborted || shutdown_requested_ || closing_error_ ||
+      server_sent_fatal_) {
+    co_return ReadResult::kEnd;
+  }
+  // Gone without a word (crash, network, failover): the session survives it.
+  LoseServer(server, "server connection to PostgreSQL node \"" + server.backend->target.node_name +
+                         "\" was lost");
+  co_return ReadResult::kLost;
 }
 
 awaitable<bool> PgRelay::ForwardRepliesOf(PgServer& server) {
   ByteBuffer& in = server.backend->buffer;
+  InFlight& batch = in_flight_.front();
   for (;;) {
     size_t used = 0;
     bool batch_done = false;
-    bool gathered = false;  // some piece was swallowed: forwarded bytes are gathered in client_out_
+    bool gathered = false;  // some piece was not forwarded as is: output is in client_out_
     client_out_.clear();
     while (!batch_done) {
       auto piece = server.framer.Next(in.data().substr(used));
@@ -291,6 +432,7 @@ awaitable<bool> PgRelay::ForwardRepliesOf(PgServer& server) {
       }
       if (piece->kind == pg::Piece::Kind::kNeedMore) break;
       const std::string_view bytes = in.data().substr(used, piece->size);
+      bool hold = false;  // keep it back while the batch may still be retried elsewhere
       if (piece->starts_message) {
         const auto verdict = server.tracker.OnReply(piece->type);
         server.forwarding = verdict.forward;
@@ -298,26 +440,32 @@ awaitable<bool> PgRelay::ForwardRepliesOf(PgServer& server) {
           spdlog::debug("pg: reply '{}' from {} matches no request", piece->type,
                         server.backend->target.node_name);
         }
+        if (verdict.forward && batch.retryable && !batch.forwarded && !batch.refused) {
+          if (piece->type == pg::msg::kErrorResponse && piece->kind == pg::Piece::Kind::kMessage &&
+              RetryWorthy(bytes.substr(5))) {
+            batch.refused = true;
+            batch.retry_error.assign(bytes);
+          } else if (IsPreamble(piece->type) && piece->kind == pg::Piece::Kind::kMessage) {
+            hold = true;
+          } else {
+            batch.forwarded = true;  // the answer starts: no retry from here on
+            batch.retry_bytes = std::string();
+            if (!batch.held_replies.empty()) {
+              if (!gathered) {
+                client_out_.append(in.data().substr(0, used));
+                gathered = true;
+              }
+              client_out_.append(batch.held_replies);
+              batch.held_replies = std::string();
+            }
+          }
+        }
         if (piece->kind == pg::Piece::Kind::kMessage) {
           const std::string_view body = bytes.substr(5);
           if (piece->type == pg::msg::kReadyForQuery && verdict.batch_done) {
-            const char status = pg::ParseReadyForQuery(body).value_or('I');
-            server.backend->transaction_status = status;
-            transaction_server_ = status == 'I' ? nullptr : &server;
             batch_done = true;
-            const InFlight& batch = in_flight_.front();
-            if (status != 'I') transaction_route_ = batch.route;
-            // Read-your-writes: a write counts once the server is idle again (committed).
-            write_unacknowledged_ = write_unacknowledged_ || batch.writes;
-            if (status == 'I' && write_unacknowledged_) {
-              route_state_.last_write_ack = std::chrono::steady_clock::now();
-              write_unacknowledged_ = false;
-            }
-            if (observer_.on_batch_done) {
-              observer_.on_batch_done(server, batch.route, status,
-                                      std::chrono::steady_clock::now() - batch.started);
-            }
-          } else if (piece->type == pg::msg::kErrorResponse) {
+            if (!batch.refused) FinishBatch(server, pg::ParseReadyForQuery(body).value_or('I'));
+          } else if (piece->type == pg::msg::kErrorResponse && !batch.refused) {
             auto fields = pg::ParseErrorFields(body);
             const bool fatal =
                 fields.ok() && (fields->severity == "FATAL" || fields->severity == "PANIC");
@@ -329,11 +477,15 @@ awaitable<bool> PgRelay::ForwardRepliesOf(PgServer& server) {
           }
         }
       }
-      if (server.forwarding) {
+      const bool forward = server.forwarding && !hold && !batch.refused;
+      if (forward) {
         if (gathered) client_out_.append(bytes);
-      } else if (!gathered) {
-        client_out_.append(in.data().substr(0, used));
-        gathered = true;
+      } else {
+        if (!gathered) {
+          client_out_.append(in.data().substr(0, used));
+          gathered = true;
+        }
+        if (hold) batch.held_replies.append(bytes);
       }
       used += piece->size;
     }
@@ -347,12 +499,49 @@ awaitable<bool> PgRelay::ForwardRepliesOf(PgServer& server) {
     }
     in.Consume(used);
     if (in.empty()) in.ShrinkTo(kReadChunk * 4);
+    if (batch.refused && (batch_done || IsFatal(batch.retry_error))) {
+      // After a FATAL the server closes: it is lost to the session, and the read moves.
+      if (!batch_done) {
+        LoseServer(server, "PostgreSQL node \"" + server.backend->target.node_name +
+                               "\" closed the connection");
+      }
+      break;
+    }
     if (batch_done) {
       in_flight_.pop_front();
+      MaybeReleaseWriteTicket();
       co_return true;
     }
     if (shutdown_requested_) co_return false;
-    if (!co_await ReadServer(server)) co_return false;
+    const ReadResult read = co_await ReadServer(server);
+    if (read == ReadResult::kEnd) co_return false;
+    if (read == ReadResult::kLost) {
+      // Mid-message to the client there is no way back; at a boundary the session goes on.
+      if (!client_stream_clean_) {
+        closing_error_ = Fatal("08006", "server connection to PostgreSQL node \"" +
+                                            server.backend->target.node_name + "\" was lost");
+        co_return false;
+      }
+      co_return true;  // the batch is answered as failed (or retried) by ServersToClient
+    }
+  }
+  co_return co_await RetryBatch();  // refused by the replica: once more on the primary
+}
+
+void PgRelay::FinishBatch(PgServer& server, char status) {
+  server.backend->transaction_status = status;
+  transaction_server_ = status == 'I' ? nullptr : &server;
+  const InFlight& batch = in_flight_.front();
+  if (status != 'I') transaction_route_ = batch.route;
+  // Read-your-writes: a write counts once the server is idle again (committed).
+  write_unacknowledged_ = write_unacknowledged_ || batch.writes;
+  if (status == 'I' && write_unacknowledged_) {
+    route_state_.last_write_ack = std::chrono::steady_clock::now();
+    write_unacknowledged_ = false;
+  }
+  if (observer_.on_batch_done) {
+    observer_.on_batch_done(server, batch.route, status,
+                            std::chrono::steady_clock::now() - batch.started);
   }
 }
 

@@ -10,6 +10,12 @@
 // Before a batch, a server that lags behind the session's state is brought up to date with
 // requests of the proxy's own (SET replay, lazily prepared statements); their replies are
 // swallowed by the server's ReplyTracker. Only the reply loop writes to the client.
+//
+// Failover (DESIGN §7, pg_relay_failover.cc): a server connection that is lost without a FATAL
+// of its own (crash, network, a switchover's abort) does not end the session. Its batches get
+// a retryable error (or are re-run elsewhere when nothing was sent yet and that is safe), a
+// transaction it held is answered as PostgreSQL answers an aborted one until the client ends
+// it, and the next batch runs on whichever node is primary now, session state replayed.
 #pragma once
 
 #include <chrono>
@@ -30,6 +36,7 @@
 #include "proxy/pg_backend.h"
 #include "proxy/pg_context.h"
 #include "proxy/stream.h"
+#include "proxy/write_gate.h"
 
 namespace nerava::proxy {
 
@@ -43,10 +50,13 @@ struct PgServer {
   pg::ReplyTracker tracker;
   bool forwarding = true;  // verdict for the pieces of the message being read
   std::string out;         // requests gathered for this server from one client read
+  std::string sending;     // what WriteServer is writing now
   uint64_t settings_version = 0;  // the session's SET state this server has applied
   bool discard_pending = false;   // the session ran DISCARD ALL elsewhere
   // Named prepared statements this server has, with the session's version of each.
   std::map<std::string, uint64_t, std::less<>> prepared;
+  bool writing = false;  // a write to the server is under way (both loops may write)
+  bool lost = false;     // the connection broke; kept only while batches still refer to it
 };
 
 // What the relay reports about finished batches (metrics, read-your-writes bookkeeping).
@@ -72,6 +82,9 @@ class PgRelay {
 
   PgRelay(const PgContext& context, Stream& client, ByteBuffer& client_in,
           std::unique_ptr<PgBackend> first_server, Login login, PgBatchObserver observer);
+  ~PgRelay();
+  PgRelay(const PgRelay&) = delete;
+  PgRelay& operator=(const PgRelay&) = delete;
 
   // Runs until the client terminates or goes away, a server is lost, the client sends something
   // unframeable, or RequestShutdown() is called.
@@ -89,25 +102,80 @@ class PgRelay {
   awaitable<void> ServersToClient();
   awaitable<bool> ForwardRepliesOf(PgServer& server);
   awaitable<bool> WaitForWork();
-  awaitable<bool> ReadServer(PgServer& server);
+  enum class ReadResult { kOk, kLost, kEnd };
+  awaitable<ReadResult> ReadServer(PgServer& server);
+  // Sends the server's `out`, one writer at a time (the reply loop writes retries too).
+  awaitable<bool> WriteServer(PgServer& server);
   void MarkActive(PgServer& server);
+  // The batch at the front got its ReadyForQuery: transaction and read-your-writes bookkeeping.
+  void FinishBatch(PgServer& server, char status);
   // Chooses the server for a batch that starts with the client message at the front of
   // `pending` (which holds the rest of what the client sent, for a look at the whole batch).
-  awaitable<PgServer*> RouteBatch(std::string_view pending);
+  // Pushes the batch's InFlight entry; null when the proxy answers the batch itself.
+  awaitable<PgServer*> RouteBatch(std::string_view pending, bool complete);
   routing::StatementClass ClassifyBatch(std::string_view pending);
   void ApplyPins(const routing::StatementClass& batch);
   void ApplySettings(const routing::StatementClass& batch, PgServer& target);
-  awaitable<PgServer*> ServerFor(const routing::NodeState& node);
+  // The session's connection to `node` (opened on first use); null when `node` is null or the
+  // connection cannot be opened.
+  awaitable<PgServer*> ServerFor(const routing::NodeState* node);
+  // Waits while the write gate holds this kind of work; false when `deadline` passed first.
+  awaitable<bool> PassGate(bool write, std::chrono::steady_clock::time_point deadline);
+  // Route() until a node takes the batch: waits while the write gate holds it or while no
+  // primary is known (a failover), up to failover.wait. Null when nothing could take it.
+  awaitable<PgServer*> ChooseServer(const routing::StatementClass& batch);
+  bool InTransaction() const { return transaction_server_ != nullptr || lost_transaction_; }
+
+  // pg_relay_failover.cc
+  void LoseServer(PgServer& server, const std::string& why);
+  void AbortWrites();
+  void MaybeReleaseWriteTicket();
+  awaitable<bool> AnswerFailedBatch();
+  // Runs the front batch again on the primary; false when the session must end.
+  awaitable<bool> RetryBatch();
+  bool Retryable(const routing::StatementClass& batch) const;
+  // Replies that precede a statement's result (ParseComplete, BindComplete, descriptions).
+  static bool IsPreamble(char type);
+  // An ErrorResponse body that a retry on the primary answers better: 25006 (a write on a
+  // standby) or the server's FATAL goodbye before it ran anything.
+  static bool RetryWorthy(std::string_view error_body);
+  static bool IsFatal(std::string_view error_message);  // a whole ErrorResponse message
+  struct InFlight;
+  void AnswerInLostTransaction(const routing::StatementClass& batch, InFlight& entry);
+  // A read bigger than this is not kept for a retry.
+  static constexpr size_t kMaxRetryBytes = 64 * 1024;
   // Requests of the proxy's own, ahead of a client message, so the server matches the session.
   void BringUpToDate(PgServer& server);
   void PrepareLazily(PgServer& server, char type, std::string_view message);
   void Wake();
 
+  // What the proxy answers by itself for a batch whose server is gone.
+  enum class LocalAnswer : uint8_t {
+    kNone,             // the server answers
+    kError,            // `error`, then ReadyForQuery(status_after)
+    kRollback,         // COMMIT/ROLLBACK of a transaction lost with its server: it ended
+  };
   struct InFlight {
-    PgServer* server;
-    std::chrono::steady_clock::time_point started;
-    const char* route;  // "primary" / "replica"
-    bool writes;        // acknowledged writes move the session's read-your-writes mark
+    PgServer* server = nullptr;  // null: answered by the proxy (LocalAnswer)
+    std::chrono::steady_clock::time_point started{};
+    const char* route = "primary";  // "primary" / "replica"
+    bool writes = false;  // acknowledged writes move the session's read-your-writes mark
+    routing::StatementKind kind = routing::StatementKind::kRead;
+    bool complete = false;       // the client sent the batch's end (Query, Sync)
+    bool in_transaction = false;  // routed inside a transaction block
+    LocalAnswer answer = LocalAnswer::kNone;
+    std::optional<pg::Error> error;
+    bool error_sent = false;
+    char status_after = 'I';
+    std::string types;  // message types of a batch the proxy answers (extended protocol)
+    // A read that may run again elsewhere (replica 25006, a replica lost before it answered):
+    // its bytes, until the first reply that reaches the client.
+    bool retryable = false;
+    bool forwarded = false;  // something of its reply reached the client
+    bool refused = false;    // the server refused it in a way a retry fixes: replies swallowed
+    std::string retry_bytes;
+    std::string held_replies;  // ParseComplete & co. held back while a retry is still possible
+    std::string retry_error;   // the replica's refusal, for the client if the retry cannot run
   };
   // Named prepared statements of the session: the client's Parse message, kept to prepare the
   // statement lazily on whichever server runs it.
@@ -125,6 +193,7 @@ class PgRelay {
 
   Login login_;
   std::map<std::string, std::unique_ptr<PgServer>> servers_;  // by node name
+  std::vector<std::unique_ptr<PgServer>> lost_servers_;  // kept while batches refer to them
   routing::SessionRouteState route_state_;
   uint32_t pins_ = routing::kPinNone;
   // SET state to replay on other servers: (parameter, statement) in the order first set.
@@ -138,6 +207,7 @@ class PgRelay {
   bool write_unacknowledged_ = false;   // a write was sent; its ReadyForQuery 'I' not seen yet
   PgServer* primary_ = nullptr;
   PgServer* batch_server_ = nullptr;       // where the open extended batch goes
+  bool batch_open_ = false;                // an extended batch is open (until its Sync)
   PgServer* transaction_server_ = nullptr; // holds the open transaction, if any
   PgServer* last_server_ = nullptr;        // the most recent batch's server (COPY data follows it)
   PgServer* active_server_ = nullptr;      // last reported to observer_.on_active_server
@@ -145,6 +215,14 @@ class PgRelay {
   bool server_sent_fatal_ = false;         // a server explained its own close
   std::deque<InFlight> in_flight_;
   std::string client_out_;
+
+  // Failover: a transaction whose server was lost, until the client ends it.
+  bool lost_transaction_ = false;
+  std::optional<pg::Error> lost_transaction_error_;  // not told to the client yet
+  std::optional<WriteGate::Ticket> write_ticket_;
+  PgServer* write_server_ = nullptr;  // where the ticket's write work runs
+  // Lets the write gate's abort callback find this relay while it lives (same executor).
+  std::shared_ptr<PgRelay*> self_ = std::make_shared<PgRelay*>(this);
 
   bool shutdown_requested_ = false;
   bool client_done_ = false;

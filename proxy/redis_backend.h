@@ -46,6 +46,9 @@ struct RedisBackend {
   redis::Decoder decoder;
   size_t value_bytes = 0;  // bytes at the front of `in` already fed for the value in progress
   bool broken = false;     // a read or write failed: no further use
+  // The session's connection-state generation this connection has (or will have, once the
+  // requests written to it ran).
+  uint64_t state_generation = 0;
 };
 
 struct RedisBackendResult {

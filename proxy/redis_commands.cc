@@ -12,6 +12,28 @@ void RedisStateChange::ApplyTo(RedisConnState& state) const {
   if (db) state.db = *db;
 }
 
+RedisCommandCatalog& RedisCommandCatalog::Instance() {
+  static RedisCommandCatalog* catalog = new RedisCommandCatalog();  // never destroyed
+  return *catalog;
+}
+
+void RedisCommandCatalog::Publish(std::shared_ptr<const routing::RedisCommandTable> table) {
+  if (!table) return;
+  {
+    std::lock_guard lock(mutex_);
+    table_ = std::move(table);
+  }
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+std::shared_ptr<const routing::RedisCommandTable> RedisCommandCatalog::Get() const {
+  std::lock_guard lock(mutex_);
+  if (table_) return table_;
+  // The built-in table is static: a non-owning pointer.
+  return std::shared_ptr<const routing::RedisCommandTable>(
+      std::shared_ptr<const void>(), &routing::RedisCommandTable::Builtin());
+}
+
 std::string AsciiUpper(std::string_view s) {
   std::string out(s);
   for (char& c : out) {

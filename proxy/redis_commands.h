@@ -3,13 +3,17 @@
 // Pure: no I/O.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "nerava/config/config.h"
+#include "nerava/routing/redis_commands.h"
 
 namespace nerava::proxy {
 
@@ -62,6 +66,25 @@ bool IsPubSubMessage(std::string_view first_element);
 
 // The integer that ends a confirmation ("...:3\r\n"): the subscription count after it.
 std::optional<int64_t> TrailingInteger(std::string_view value);
+
+// The command table Redis sessions classify with (DESIGN §5): the primary's own, from `COMMAND`
+// (the monitor's Redis probe publishes it once per probe connection), else the built-in Redis 7.0
+// table. One per process: the proxy fronts one Redis deployment. Tables are immutable snapshots;
+// a session keeps its copy and takes the lock only when generation() moved.
+class RedisCommandCatalog {
+ public:
+  static RedisCommandCatalog& Instance();
+
+  void Publish(std::shared_ptr<const routing::RedisCommandTable> table);
+  // Never null: the built-in table until one was published.
+  std::shared_ptr<const routing::RedisCommandTable> Get() const;
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+
+ private:
+  mutable std::mutex mutex_;
+  std::shared_ptr<const routing::RedisCommandTable> table_;  // guarded by mutex_
+  std::atomic<uint64_t> generation_{0};
+};
 
 std::string AsciiUpper(std::string_view s);
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);

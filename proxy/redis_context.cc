@@ -4,7 +4,9 @@ namespace nerava::proxy {
 
 absl::StatusOr<std::shared_ptr<const RedisContext>> MakeRedisContext(const config::Config& config,
                                                                      TopologyHolder* topology,
-                                                                     SessionRegistry* sessions) {
+                                                                     SessionRegistry* sessions,
+                                                                     Metrics* metrics,
+                                                                     WriteGate* write_gate) {
   const config::Redis& redis = *config.redis;
   auto context = std::make_shared<RedisContext>();
   context->settings = redis;
@@ -32,6 +34,12 @@ absl::StatusOr<std::shared_ptr<const RedisContext>> MakeRedisContext(const confi
   }
   context->topology = topology;
   context->sessions = sessions;
+  context->metrics = metrics;
+  context->write_gate = write_gate;
+  context->route_policy.local_region = config.region;
+  context->route_policy.max_lag_seconds =
+      std::chrono::duration<double>(redis.max_lag.seconds).count();
+  context->route_policy.max_lag_bytes = redis.max_lag.bytes;
   return std::shared_ptr<const RedisContext>(std::move(context));
 }
 

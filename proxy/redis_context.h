@@ -9,11 +9,15 @@
 #include "absl/status/statusor.h"
 #include "nerava/config/config.h"
 #include "nerava/protocol/redis/decoder.h"
+#include "nerava/routing/router.h"
 #include "proxy/asio.h"
 #include "proxy/session_registry.h"
 #include "proxy/topology_holder.h"
+#include "proxy/write_gate.h"
 
 namespace nerava::proxy {
+
+class Metrics;
 
 struct RedisContext {
   config::Redis settings;
@@ -23,12 +27,17 @@ struct RedisContext {
   std::shared_ptr<ssl::context> backend_tls;  // null: servers are reached without TLS
   TopologyHolder* topology = nullptr;
   SessionRegistry* sessions = nullptr;
+  WriteGate* write_gate = nullptr;  // null: writes never held
+  Metrics* metrics = nullptr;  // null: nothing counted
+  routing::RoutePolicy route_policy;  // read/write splitting (DESIGN §5, §6)
 };
 
 // Builds the context of the Redis listener and loads its TLS material. InvalidArgument (naming
 // the file and key) when a certificate or key cannot be loaded.
 absl::StatusOr<std::shared_ptr<const RedisContext>> MakeRedisContext(const config::Config& config,
                                                                      TopologyHolder* topology,
-                                                                     SessionRegistry* sessions);
+                                                                     SessionRegistry* sessions,
+                                                                     Metrics* metrics = nullptr,
+                                                                     WriteGate* write_gate = nullptr);
 
 }  // namespace nerava::proxy

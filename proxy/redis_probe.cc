@@ -1,13 +1,16 @@
 // Redis node check with hiredis: `INFO replication` gives role, offsets and link status in one
 // round trip. The connection is kept between checks and dropped after any failure.
 #include <hiredis/hiredis.h>
+#include <spdlog/spdlog.h>
 
 #include <cstdlib>
 #include <memory>
 #include <string>
 #include <string_view>
 
+#include "nerava/routing/redis_commands.h"
 #include "proxy/node_probe.h"
+#include "proxy/redis_commands.h"
 
 namespace nerava::proxy {
 namespace {
@@ -48,6 +51,31 @@ uint64_t ToU64(std::string_view text) {
   return text.empty() ? 0 : std::strtoull(std::string(text).c_str(), nullptr, 10);
 }
 
+// hiredis' reply tree (RESP2: hiredis 0.14 speaks no RESP3) as routing::RedisReply.
+routing::RedisReply ToRedisReply(const redisReply& reply) {
+  using routing::RedisReply;
+  switch (reply.type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+      return RedisReply::String(std::string(reply.str != nullptr ? reply.str : "", reply.len));
+    case REDIS_REPLY_ERROR: {
+      RedisReply error = RedisReply::String(std::string(reply.str, reply.len));
+      error.type = RedisReply::Type::kError;
+      return error;
+    }
+    case REDIS_REPLY_INTEGER:
+      return RedisReply::Integer(reply.integer);
+    case REDIS_REPLY_ARRAY: {
+      std::vector<RedisReply> items;
+      items.reserve(reply.elements);
+      for (size_t i = 0; i < reply.elements; ++i) items.push_back(ToRedisReply(*reply.element[i]));
+      return RedisReply::Array(std::move(items));
+    }
+    default:
+      return RedisReply::Nil();
+  }
+}
+
 class RedisProbe final : public NodeProbe {
  public:
   RedisProbe(const config::Node& node, std::string username, std::string password)
@@ -76,6 +104,7 @@ class RedisProbe final : public NodeProbe {
       result.position = ToU64(InfoField(info, "master_repl_offset"));
       result.received_position = result.position;
       result.commit_position = result.position;
+      if (!commands_loaded_) LoadCommandTable();
     } else {
       result.role = routing::Role::kReplica;
       result.link_up = InfoField(info, "master_link_status") == "up";
@@ -103,13 +132,35 @@ class RedisProbe final : public NodeProbe {
       }
     }
     context_ = std::move(context);
+    commands_loaded_ = false;  // maybe another server (version) now: ask it again
     return {};
+  }
+
+  // Redis sessions classify commands with the primary's own table (DESIGN §5). Tried once per
+  // connection; the built-in table stays in use when it fails.
+  void LoadCommandTable() {
+    commands_loaded_ = true;
+    RedisReplyPtr reply(static_cast<redisReply*>(redisCommand(context_.get(), "COMMAND")));
+    if (!reply) {
+      context_.reset();  // a timeout leaves the connection out of step
+      return;
+    }
+    auto table = routing::ParseCommandReply(ToRedisReply(*reply));
+    if (!table.ok()) {
+      spdlog::warn("redis: COMMAND on {}: {}; using the built-in command table", node_.name,
+                   std::string(table.status().message()));
+      return;
+    }
+    spdlog::info("redis: command table from {}: {} commands", node_.name, table->size());
+    RedisCommandCatalog::Instance().Publish(
+        std::make_shared<const routing::RedisCommandTable>(std::move(*table)));
   }
 
   config::Node node_;
   std::string username_;
   std::string password_;
   RedisContextPtr context_;
+  bool commands_loaded_ = false;
 };
 
 }  // namespace

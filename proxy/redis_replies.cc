@@ -55,6 +55,12 @@ awaitable<bool> RedisSession::WriteLocal() {
 }
 
 void RedisSession::PopHead() {
+  const Pending& head = pending_.front();
+  if (head.write || head.on_ok) --unacknowledged_;
+  if (unacknowledged_ == 0 && !in_multi_) write_ticket_.reset();  // MULTI: until EXEC
+  // Read-your-writes: the write is acknowledged now that its reply is here; a watermark sample
+  // taken from now on includes it.
+  if (head.write) route_state_.last_write_ack = std::chrono::steady_clock::now();
   pending_.pop_front();
   reader_wake_.cancel();
 }
@@ -112,7 +118,11 @@ awaitable<bool> RedisSession::Pump(std::shared_ptr<RedisBackend> backend) {
       Pending& head = pending_.front();
       if (head.pubsub.kind == PubSubKind::kNone || IsError(progress->type) ||
           --head.expected <= 0) {
-        if (head.on_ok && !IsError(progress->type)) head.on_ok->ApplyTo(conn_);
+        if (head.on_ok && !IsError(progress->type)) {
+          head.on_ok->ApplyTo(conn_);
+          // Every other server connection now lags behind; this one ran the change itself.
+          b.state_generation = ++conn_generation_;
+        }
         PopHead();
       }
     }
@@ -194,8 +204,9 @@ bool RedisSession::FailBackend(RedisBackend& backend) {
     affected = true;
     entry.backend.reset();
     if (!entry.swallow) {
-      redis::AppendError(entry.local,
-                         "ERR connection to Redis node \"" + backend.node_name + "\" was lost");
+      // TRYAGAIN: the node went away (failover, restart); whether the command ran is unknown.
+      redis::AppendError(entry.local, "TRYAGAIN connection to Redis node \"" + backend.node_name +
+                                          "\" was lost (failover?); the command may have run");
     }
   }
   if (pin_.get() == &backend && Subscribed()) return false;

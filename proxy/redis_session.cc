@@ -1,5 +1,8 @@
 // A Redis client session: every request goes to a server connection the session owns (opened
 // lazily, one per node, session state replayed), and replies go back in request order.
+// Reads (readonly, not blocking, per the primary's COMMAND table) go to a replica that Route()
+// allows (local region first, lag-checked, read-your-writes); everything else, and everything
+// while MULTI/WATCH/pub-sub/CLIENT TRACKING last, goes to the primary.
 //
 //   client ─read─▶ client_in_ ─request decoder─▶ decide per request:
 //        │           forward ──▶ batch of whole requests (bytes as sent) ─write─▶ backends_[node]
@@ -36,6 +39,28 @@ constexpr size_t kMaxWholeRequest = 1 << 20;
 constexpr std::string_view kNoAuth = "NOAUTH Authentication required.";
 constexpr std::string_view kWrongPass =
     "WRONGPASS invalid username-password pair or user is disabled.";
+// A replica that refused a connection is not tried again by this session for this long.
+constexpr auto kReplicaRetry = std::chrono::seconds(1);
+
+// Whether the reply to `command` acknowledges a possible data change (read-your-writes).
+// Unknown commands, scripts and EXEC may write; PING, INFO, PUBLISH, SUBSCRIBE... do not.
+bool MayWrite(const routing::RedisCommandClass& command) {
+  using routing::RedisKind;
+  // The server's own word (EVALSHA_RO is sent to the primary, yet writes nothing).
+  if ((command.flags & routing::kRedisReadonly) != 0) return false;
+  switch (command.kind) {
+    case RedisKind::kRead:
+    case RedisKind::kConnectionState:
+      return false;
+    case RedisKind::kOther:
+      return (command.flags & (routing::kRedisScript | routing::kRedisTransaction |
+                               routing::kRedisAdmin)) != 0;
+    case RedisKind::kWrite:
+    case RedisKind::kUnknown:
+      break;
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -126,9 +151,8 @@ awaitable<bool> RedisSession::HandleInput() {
     request_fed_ += progress->consumed;
     const bool complete = progress->complete;
     if (action_ == Action::kUndecided) {
-      // The command name is known once the next argument started (or it was cut).
-      if (!complete && requests_.args().size() < 2 && !requests_.args_truncated()) break;
-      co_await Decide();
+      if (!ReadyToDecide(complete)) break;
+      co_await Decide(complete);
     }
     if (action_ == Action::kWhole) {
       if (!complete) {
@@ -158,8 +182,60 @@ awaitable<bool> RedisSession::HandleInput() {
   co_return !stop_reading_;
 }
 
-// Decides what to do with the request whose command name just became known.
-awaitable<void> RedisSession::Decide() {
+// An argument is whole once the next one started. Routing needs the name and the first
+// argument (a subcommand), CLIENT the second too (TRACKING ON), XREAD all (BLOCK). An argument
+// too long to capture whole is no subcommand: decide at once rather than buffer it.
+bool RedisSession::ReadyToDecide(bool complete) const {
+  if (complete || requests_.args_truncated()) return true;
+  const std::vector<std::string>& args = requests_.args();
+  if (args.empty()) return false;
+  size_t needed = 2;
+  if (args.size() >= 2 && EqualsIgnoreCase(args[0], "CLIENT")) needed = 3;
+  if (args.size() >= 2 && EqualsIgnoreCase(args[0], "XREAD")) return false;
+  needed = std::min<size_t>(needed, static_cast<size_t>(requests_.arg_count()));
+  return args.size() > needed;
+}
+
+routing::RedisCommandClass RedisSession::Classify(bool complete) {
+  RedisCommandCatalog& catalog = RedisCommandCatalog::Instance();
+  if (const uint64_t generation = catalog.generation();
+      !commands_ || generation != commands_generation_) {
+    commands_ = catalog.Get();
+    commands_generation_ = generation;
+  }
+  const std::vector<std::string>& args = requests_.args();
+  size_t whole = args.size();
+  if (!complete && whole > 0) --whole;  // the last one may still be arriving
+  routing::RedisCommandClass command =
+      routing::ClassifyRedisCommand(*commands_, std::span<const std::string>(args.data(), whole));
+  if (command.name == "xread" && (command.flags & routing::kRedisBlocking) == 0) {
+    // Not blocking only when STREAMS was seen without BLOCK before it.
+    bool streams = false;
+    for (size_t i = 1; i < whole; ++i) streams = streams || EqualsIgnoreCase(args[i], "STREAMS");
+    if (!streams) command.flags |= routing::kRedisBlocking;
+  }
+  if (command.name == "evalsha_ro") {
+    // Redis 7 does not replicate SCRIPT LOAD: a replica would answer NOSCRIPT.
+    command.kind = routing::RedisKind::kOther;
+  }
+  return command;
+}
+
+void RedisSession::SetPins(bool multi, bool watching, bool pubsub, bool tracking,
+                           const std::shared_ptr<RedisBackend>& target) {
+  in_multi_ = multi;
+  watching_ = watching;
+  pubsub_active_ = pubsub;
+  tracking_ = tracking;
+  if (!multi && !watching && !pubsub && !tracking) {
+    pin_.reset();
+  } else if (!pin_) {
+    pin_ = target;
+  }
+}
+
+// Decides what to do with the request whose name (and first arguments) just became known.
+awaitable<void> RedisSession::Decide(bool complete) {
   action_ = Action::kDrop;
   if (requests_.arg_count() == 0) co_return;  // an empty request: Redis ignores it too
   if (requests_.args().empty()) {
@@ -184,18 +260,23 @@ awaitable<void> RedisSession::Decide() {
     EnqueueLocalError(kNoAuth);
     co_return;
   }
-  // Transactions and subscriptions pin the session to one backend while they last. The
-  // command itself goes where the pin was before it (EXEC to the MULTI's backend).
+  // Transactions, subscriptions and tracking pin the session to the primary while they last.
+  // The command itself goes where the pin was before it (EXEC to the MULTI's backend).
+  const routing::RedisCommandClass command = Classify(complete);
   Pending entry;
+  entry.write = MayWrite(command);
   bool multi = in_multi_;
   bool watching = watching_;
   bool pubsub = pubsub_active_;
+  bool tracking = tracking_;
+  if ((command.pin_begin & routing::kRedisPinTracking) != 0) tracking = true;
+  if ((command.pin_end & routing::kRedisPinTracking) != 0) tracking = false;
   const bool reset = name == "RESET";
   if (reset) {
     RedisStateChange change;
     change.reset = true;
     entry.on_ok = change;
-    multi = watching = pubsub = false;
+    multi = watching = pubsub = tracking = false;
   } else if (name == "MULTI") {
     multi = true;
   } else if (name == "EXEC" || name == "DISCARD") {
@@ -214,20 +295,16 @@ awaitable<void> RedisSession::Decide() {
     if (!kind.unsubscribe) pubsub = true;
   }
   if (!Pinned()) pin_.reset();
+  routing::RouteIntent intent = routing::IntentFor(command);
+  // Opening a pin on a replica would leave MULTI or tracking there: the primary takes it.
+  if (multi || watching || pubsub || tracking) intent.replica_ok = false;
   std::string error;
-  auto target = co_await Target(error);
+  auto target = co_await Target(intent, error);
   if (!target) {
     EnqueueLocalError(error);
     co_return;
   }
-  in_multi_ = multi;
-  watching_ = watching;
-  pubsub_active_ = pubsub;
-  if (!multi && !watching && !pubsub) {
-    pin_.reset();
-  } else if (!pin_) {
-    pin_ = target;
-  }
+  SetPins(multi, watching, pubsub, tracking, target);
   if (reset) {
     // Other servers of the session keep the old state: drop them, they reopen fresh.
     std::erase_if(backends_, [&](const auto& item) { return item.second != target; });
@@ -329,6 +406,27 @@ awaitable<void> RedisSession::HandleWhole(std::string_view bytes) {
     RedisStateChange change;
     change.name = args[2];
     entry.on_ok = std::move(change);
+  } else if (name == "CLIENT") {
+    // CLIENT <x> <y>: TRACKING ON|OFF opens or closes the pin; the rest runs on the primary.
+    const routing::RedisCommandClass command =
+        routing::ClassifyRedisCommand(routing::RedisCommandTable::Builtin(), args);
+    bool tracking = tracking_;
+    if ((command.pin_begin & routing::kRedisPinTracking) != 0) tracking = true;
+    if ((command.pin_end & routing::kRedisPinTracking) != 0) tracking = false;
+    if (!Pinned()) pin_.reset();
+    std::string error;
+    const routing::RouteIntent primary_intent;
+    auto target = co_await Target(primary_intent, error);
+    if (!target) {
+      EnqueueLocalError(error);
+      co_return;
+    }
+    SetPins(in_multi_, watching_, pubsub_active_, tracking, target);
+    entry.backend = target;
+    entry.write = MayWrite(command);
+    Enqueue(std::move(entry));
+    co_await Append(target, bytes);
+    co_return;
   }
   co_await ForwardToTarget(bytes, std::move(entry));
 }
@@ -336,7 +434,9 @@ awaitable<void> RedisSession::HandleWhole(std::string_view bytes) {
 awaitable<void> RedisSession::ForwardToTarget(std::string_view bytes, Pending entry,
                                               std::string composed) {
   std::string error;
-  auto target = co_await Target(error);
+  routing::RouteIntent intent;
+  intent.session_state = true;
+  auto target = co_await Target(intent, error);
   if (!target) {
     EnqueueLocalError(error);
     co_return;
@@ -373,25 +473,114 @@ awaitable<std::optional<routing::NodeState>> RedisSession::WaitPrimary() {
   co_return primary;
 }
 
-awaitable<std::shared_ptr<RedisBackend>> RedisSession::Target(std::string& error) {
+awaitable<std::shared_ptr<RedisBackend>> RedisSession::Target(const routing::RouteIntent& intent,
+                                                              std::string& error) {
   if (Pinned()) {
-    if (!pin_->broken) co_return pin_;
-    error = "ERR connection to Redis node \"" + pin_->node_name + "\" was lost";
+    if (!pin_->broken) {
+      CountQuery(*pin_);
+      co_return pin_;
+    }
+    error = "TRYAGAIN connection to Redis node \"" + pin_->node_name + "\" was lost";
     pin_.reset();
-    in_multi_ = watching_ = pubsub_active_ = false;
+    in_multi_ = watching_ = pubsub_active_ = tracking_ = false;
     co_return nullptr;
+  }
+  std::shared_ptr<RedisBackend> backend;
+  std::optional<routing::NodeState> replica;
+  if (intent.replica_ok) replica = PickReplica(intent);
+  if (replica) {
+    std::string replica_error;
+    backend = co_await BackendFor(*replica, replica_error);
+    if (!backend) {
+      // The monitor has not seen it fail yet: the primary serves the read meanwhile.
+      avoid_node_ = replica->name;
+      avoid_until_ = std::chrono::steady_clock::now() + kReplicaRetry;
+    }
+  }
+  // The write gate holds what may write (a switchover, `pause`); reads keep flowing.
+  if (!backend) backend = co_await PrimaryBackend(!intent.replica_ok && !intent.session_state, error);
+  if (!backend) co_return nullptr;
+  co_await BringUpToDate(backend);
+  CountQuery(*backend);
+  co_return backend;
+}
+
+// The replica Route() picks for a read, or nullopt for the primary.
+std::optional<routing::NodeState> RedisSession::PickReplica(const routing::RouteIntent& intent) {
+  auto snapshot = context_->topology->Get();
+  const routing::ProtocolTopology& topology = snapshot->redis;
+  routing::SessionRouteState session = route_state_;
+  // A write (or SELECT...) still unanswered: no sample can show it replayed yet.
+  if (unacknowledged_ > 0) session.last_write_ack = routing::RouteClock::time_point::max();
+  routing::RouteRequest request;
+  request.intent = intent;
+  request.session = &session;
+  request.topology = &topology;
+  request.policy = &context_->route_policy;
+  auto decision = routing::Route(request);
+  if (!decision.ok() || decision->node < 0) return std::nullopt;
+  if (decision->reason == routing::RouteReason::kReadPrimaryFallbackRyw && context_->metrics) {
+    context_->metrics->StaleReadAvoided(routing::Protocol::kRedis).Increment();
+  }
+  const routing::NodeState& node = topology.nodes[static_cast<size_t>(decision->node)];
+  if (node.role != routing::Role::kReplica) return std::nullopt;
+  if (node.name == avoid_node_ && std::chrono::steady_clock::now() < avoid_until_) {
+    return std::nullopt;
+  }
+  return node;
+}
+
+awaitable<std::shared_ptr<RedisBackend>> RedisSession::PrimaryBackend(bool write,
+                                                                       std::string& error) {
+  WriteGate* gate = write ? context_->write_gate : nullptr;
+  const bool held = gate && !write_ticket_ && gate->Holds(true);
+  if (held) {
+    co_await Flush();  // what came before this write does not wait with it
+    const bool open =
+        co_await gate->WaitOpen(true, std::chrono::steady_clock::now() + context_->failover_wait);
+    if (!open) {
+      error = "TRYAGAIN writes are held (switchover or pause) for longer than failover.wait";
+      co_return nullptr;
+    }
   }
   std::optional<routing::NodeState> primary = co_await WaitPrimary();
   if (!primary) {
     error = "TRYAGAIN no primary Redis node is reachable";
     co_return nullptr;
   }
-  if (auto it = backends_.find(primary->name); it != backends_.end()) {
+  auto backend = co_await BackendFor(*primary, error);
+  if (backend && gate && !write_ticket_) {
+    // Held while this session's writes are unanswered, so a switchover waits for them.
+    std::weak_ptr<RedisSession> self = weak_from_this();
+    auto ticket = gate->TryEnter([self, executor = executor_] {
+      asio::post(executor, [self] {
+        if (auto session = self.lock()) session->AbortWrites();
+      });
+    });
+    if (!ticket) {
+      error = "TRYAGAIN a switchover started: retry the write";
+      co_return nullptr;
+    }
+    write_ticket_ = std::move(*ticket);
+  }
+  co_return backend;
+}
+
+void RedisSession::AbortWrites() {
+  // A switchover gave up waiting: the writes still unanswered fail with TRYAGAIN.
+  for (const Pending& entry : pending_) {
+    if (entry.write && entry.backend && !entry.backend->broken) entry.backend->stream.Close();
+  }
+}
+
+awaitable<std::shared_ptr<RedisBackend>> RedisSession::BackendFor(const routing::NodeState& node,
+                                                                  std::string& error) {
+  if (auto it = backends_.find(node.name); it != backends_.end()) {
     if (!it->second->broken) co_return it->second;
     backends_.erase(it);
   }
   co_await Flush();  // requests before this one must not wait for the connect
-  RedisBackendTarget where{primary->name, primary->host, primary->port};
+  RedisBackendTarget where{node.name, node.host, node.port};
   RedisBackendOptions options{context_->backend_tls, context_->settings.connect_timeout,
                               context_->limits};
   RedisBackendResult result =
@@ -401,8 +590,48 @@ awaitable<std::shared_ptr<RedisBackend>> RedisSession::Target(std::string& error
     error = std::move(result.error);
     co_return nullptr;
   }
-  backends_.emplace(primary->name, result.backend);
+  result.backend->state_generation = conn_generation_;
+  backends_.emplace(node.name, result.backend);
   co_return result.backend;
+}
+
+awaitable<void> RedisSession::BringUpToDate(const std::shared_ptr<RedisBackend>& backend) {
+  if (backend->state_generation == conn_generation_) co_return;
+  backend->state_generation = conn_generation_;
+  // The full state, HELLO and SELECT included even at their defaults (they may have changed
+  // back since this connection last saw them).
+  std::vector<RedisCommand> commands;
+  for (RedisCommand& command : ReplayCommands(conn_, context_->settings)) {
+    if (command[0] != "HELLO" && command[0] != "SELECT") commands.push_back(std::move(command));
+  }
+  commands.push_back({"HELLO", std::to_string(conn_.protocol)});
+  commands.push_back({"SELECT", conn_.db.empty() ? std::string("0") : conn_.db});
+  for (const RedisCommand& command : commands) {
+    std::string bytes;
+    redis::AppendCommand(bytes, command);
+    Pending replay;
+    replay.backend = backend;
+    replay.swallow = true;
+    Enqueue(std::move(replay));
+    co_await AppendOwned(backend, std::move(bytes));
+  }
+}
+
+void RedisSession::CountQuery(const RedisBackend& backend) {
+  if (context_->metrics == nullptr) return;
+  auto snapshot = context_->topology->Get();
+  std::string_view route = "primary";
+  for (const routing::NodeState& node : snapshot->redis.nodes) {
+    if (node.name == backend.node_name && node.role == routing::Role::kReplica) route = "replica";
+  }
+  std::string key = std::string(route) + "/" + backend.node_name;
+  auto it = query_counters_.find(key);
+  if (it == query_counters_.end()) {
+    prometheus::Counter* counter =
+        &context_->metrics->Queries(routing::Protocol::kRedis, route, backend.node_name);
+    it = query_counters_.emplace(std::move(key), counter).first;
+  }
+  it->second->Increment();
 }
 
 awaitable<void> RedisSession::Append(const std::shared_ptr<RedisBackend>& target,
@@ -440,6 +669,7 @@ awaitable<void> RedisSession::Flush() {
 }
 
 void RedisSession::Enqueue(Pending entry) {
+  if (entry.write || entry.on_ok) ++unacknowledged_;
   // The writer may be waiting for pushes on another connection: wake it for this entry.
   if (idle_reading_ != nullptr && entry.backend.get() != idle_reading_) {
     idle_reading_->stream.Cancel();
@@ -459,6 +689,8 @@ void RedisSession::EnqueueLocalError(std::string_view message, bool close_after)
 // ------------------------------------------------------------------------------------ session
 
 awaitable<void> RedisSession::Run() {
+  // Spreads sessions over equally good replicas, stable for the session's life.
+  route_state_.affinity = reinterpret_cast<uintptr_t>(this) >> 4;
   std::weak_ptr<RedisSession> weak = weak_from_this();
   SessionRegistration registration(*context_->sessions, [weak, executor = executor_] {
     asio::post(executor, [weak] {

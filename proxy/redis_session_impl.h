@@ -12,8 +12,10 @@
 #include <vector>
 
 #include "nerava/protocol/redis/decoder.h"
+#include "nerava/routing/router.h"
 #include "proxy/asio.h"
 #include "proxy/byte_buffer.h"
+#include "proxy/metrics.h"
 #include "proxy/redis_backend.h"
 #include "proxy/redis_commands.h"
 #include "proxy/redis_context.h"
@@ -24,6 +26,8 @@ namespace nerava::proxy::redis_session {
 inline constexpr size_t kReadChunk = 64 * 1024;
 // A value this large is streamed in pieces instead of being held until it is complete.
 inline constexpr size_t kStreamThreshold = 64 * 1024;
+// Leading request arguments captured for classification (XREAD ... BLOCK ms STREAMS needs 6).
+inline constexpr size_t kCaptureArgs = 8;
 
 enum class SessionState {
   kTls,         // server-side TLS handshake (Redis TLS starts with the first byte)
@@ -47,6 +51,8 @@ struct Pending {
   PubSubCommand pubsub;
   int64_t expected = 1;  // replies still due; -1: one per subscription of the kind (when head)
   std::optional<RedisStateChange> on_ok;
+  // May change data: its reply is the write's acknowledgement (read-your-writes).
+  bool write = false;
 };
 
 class RedisSession : public std::enable_shared_from_this<RedisSession> {
@@ -55,7 +61,7 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
       : context_(std::move(context)),
         executor_(socket.get_executor()),
         client_(std::move(socket)),
-        requests_(context_->limits, /*capture_args=*/2, /*capture_bytes=*/64),
+        requests_(context_->limits, kCaptureArgs, /*capture_bytes=*/64),
         reader_wake_(executor_),
         writer_wake_(executor_) {}
 
@@ -72,14 +78,32 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
 
   void SetState(SessionState state);
   bool Subscribed() const { return channels_ + patterns_ + shards_ > 0; }
-  bool Pinned() const { return pin_ && (in_multi_ || watching_ || pubsub_active_); }
+  bool Pinned() const {
+    return pin_ && (in_multi_ || watching_ || pubsub_active_ || tracking_);
+  }
 
   // Reader side.
   awaitable<void> ReadRequests();
   awaitable<bool> HandleInput();
-  awaitable<void> Decide();
+  bool ReadyToDecide(bool complete) const;
+  awaitable<void> Decide(bool complete);
   awaitable<void> HandleWhole(std::string_view bytes);
-  awaitable<std::shared_ptr<RedisBackend>> Target(std::string& error);
+  // The request's class from the arguments received whole so far.
+  routing::RedisCommandClass Classify(bool complete);
+  void SetPins(bool multi, bool watching, bool pubsub, bool tracking,
+               const std::shared_ptr<RedisBackend>& target);
+  // Routing (DESIGN §5, §6): the pin, else a replica for a read Route() allows, else the primary.
+  awaitable<std::shared_ptr<RedisBackend>> Target(const routing::RouteIntent& intent,
+                                                  std::string& error);
+  std::optional<routing::NodeState> PickReplica(const routing::RouteIntent& intent);
+  // The primary's connection; a write first passes the write gate and takes a ticket.
+  awaitable<std::shared_ptr<RedisBackend>> PrimaryBackend(bool write, std::string& error);
+  void AbortWrites();
+  awaitable<std::shared_ptr<RedisBackend>> BackendFor(const routing::NodeState& node,
+                                                      std::string& error);
+  // Replays the session's connection state on a backend that missed a change (SELECT, HELLO...).
+  awaitable<void> BringUpToDate(const std::shared_ptr<RedisBackend>& backend);
+  void CountQuery(const RedisBackend& backend);
   awaitable<std::optional<routing::NodeState>> WaitPrimary();
   awaitable<void> Append(const std::shared_ptr<RedisBackend>& target, std::string_view bytes);
   awaitable<void> AppendOwned(const std::shared_ptr<RedisBackend>& target, std::string bytes);
@@ -87,6 +111,7 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   void Enqueue(Pending entry);
   void EnqueueLocalError(std::string_view message, bool close_after = false);
   // Sends `bytes` (a view into client_in_, or `composed` when not empty) to the target.
+  // Connection-state commands go where session state goes (the primary, or the pin).
   awaitable<void> ForwardToTarget(std::string_view bytes, Pending entry, std::string composed = {});
 
   // Writer side.
@@ -123,6 +148,18 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   bool in_multi_ = false;
   bool watching_ = false;
   bool pubsub_active_ = false;
+  bool tracking_ = false;  // CLIENT TRACKING ON: invalidations come from the tracking connection
+
+  // Read/write splitting.
+  routing::SessionRouteState route_state_;  // last_write_ack: when a write's reply arrived
+  std::optional<WriteGate::Ticket> write_ticket_;  // while writes are unanswered
+  int64_t unacknowledged_ = 0;  // pending writes and state changes: reads stay on the primary
+  uint64_t conn_generation_ = 0;  // bumped whenever conn_ changes (backends catch up lazily)
+  std::shared_ptr<const routing::RedisCommandTable> commands_;
+  uint64_t commands_generation_ = 0;
+  std::string avoid_node_;  // a replica that just refused a connection, until avoid_until_
+  std::chrono::steady_clock::time_point avoid_until_{};
+  std::map<std::string, prometheus::Counter*, std::less<>> query_counters_;
 
   // Writer.
   std::deque<Pending> pending_;

@@ -21,6 +21,7 @@ Server::Server(config::Config config) : config_(std::move(config)) {}
 
 Server::~Server() {
   listeners_.clear();
+  function_loader_.reset();
   monitor_.reset();
   // Destroy the workers (and with their io_contexts, any session frames still pending) while
   // the registries those sessions point to are alive.
@@ -32,8 +33,15 @@ absl::Status Server::Open() {
   workers_ = std::make_unique<WorkerPool>(config_.workers);
   monitor_ = std::make_unique<Monitor>(config_, topology_);
   if (auto status = OpenAdmin(); !status.ok()) return status;
-  const PgServices services{&topology_, &cancels_, &sessions_, metrics_.get(), &clients_};
+  PgServices services{&topology_, &cancels_, &sessions_, metrics_.get(), &clients_};
+  services.function_policies = &function_policies_;
+  services.write_gate = &gates_.postgres;
   if (config_.postgres) {
+    // Until pg_proc is loaded: the built-in fallback with the configured allowlist.
+    routing::FunctionPolicy fallback;
+    fallback.SetAllowlist(config_.postgres->volatile_allowlist);
+    function_policies_.Publish(std::make_shared<const routing::FunctionPolicy>(fallback));
+    function_loader_ = std::make_unique<FunctionLoader>(config_, topology_, function_policies_);
     auto rw = MakePgContext(config_, /*read_only=*/false, services);
     if (!rw.ok()) return rw.status();
     pg_rw_ = *rw;
@@ -51,7 +59,7 @@ absl::Status Server::Open() {
     }
   }
   if (config_.redis) {
-    auto context = MakeRedisContext(config_, &topology_, &sessions_);
+    auto context = MakeRedisContext(config_, &topology_, &sessions_, metrics_.get(), &gates_.redis);
     if (!context.ok()) return context.status();
     redis_ = *context;
     auto listener = Listener::Open(main_io_, "redis", config_.redis->listen,
@@ -89,6 +97,7 @@ int Server::Run() {
     return 1;
   }
   monitor_->Start();
+  if (function_loader_) function_loader_->Start();
   for (const auto& listener : listeners_) {
     spdlog::info("{}: listening on port {}", listener->name(), listener->port());
   }
@@ -126,8 +135,17 @@ absl::Status Server::OpenAdmin() {
     http_->Start();
     spdlog::info("admin http: listening on {}:{}", config_.admin.http->host, http_->port());
   }
+  metrics_->SetWriteGates(&gates_);
+  switchover_ = std::make_unique<Switchover>(config_, topology_, gates_, *monitor_, metrics_.get());
+  monitor_->OnPrimaryChange([switchover = switchover_.get()](routing::Protocol protocol,
+                                                             const std::string& from,
+                                                             const std::string& to) {
+    switchover->OnPrimaryChange(protocol, from, to);
+  });
   if (!config_.admin.socket.empty()) {
     AdminSources sources{&topology_, &clients_, &config_, metrics_.get()};
+    sources.switchover = switchover_.get();
+    sources.gates = &gates_;
     auto admin = AdminSocket::Open(
         main_io_, config_.admin.socket,
         [sources](std::string_view line) { return RunAdminCommand(line, sources); });

@@ -10,6 +10,8 @@
 #include "proxy/asio.h"
 #include "proxy/cancel_registry.h"
 #include "proxy/client_registry.h"
+#include "proxy/function_loader.h"
+#include "proxy/function_policy_holder.h"
 #include "proxy/http_server.h"
 #include "proxy/listener.h"
 #include "proxy/metrics.h"
@@ -17,8 +19,10 @@
 #include "proxy/pg_context.h"
 #include "proxy/redis_context.h"
 #include "proxy/session_registry.h"
+#include "proxy/switchover.h"
 #include "proxy/topology_holder.h"
 #include "proxy/worker_pool.h"
+#include "proxy/write_gate.h"
 
 namespace nerava::proxy {
 
@@ -43,12 +47,16 @@ class Server {
   // release their gauges and client rows then.
   ClientRegistry clients_;
   std::unique_ptr<Metrics> metrics_;
+  WriteGates gates_;  // sessions hold tickets on them: outlives the workers
   asio::io_context main_io_{1};
   std::unique_ptr<WorkerPool> workers_;
   TopologyHolder topology_;
+  FunctionPolicyHolder function_policies_;  // pg_proc volatility, from function_loader_
   CancelRegistry cancels_;
   SessionRegistry sessions_;
   std::unique_ptr<Monitor> monitor_;
+  std::unique_ptr<Switchover> switchover_;  // switch-primary, pause, resume; failover counts
+  std::unique_ptr<FunctionLoader> function_loader_;  // postgres only
   std::shared_ptr<const PgContext> pg_rw_;
   std::shared_ptr<const PgContext> pg_ro_;
   std::shared_ptr<const RedisContext> redis_;

@@ -119,21 +119,33 @@ const std::vector<std::string_view>& FunctionPolicy::BuiltinVolatileFallback() {
 // clang-format on
 
 FunctionPolicy::FunctionPolicy() {
-  for (std::string_view name : BuiltinVolatileFallback()) {
-    volatile_names_.insert(std::string(name));
-    volatile_qualified_.insert("pg_catalog." + std::string(name));
-  }
+  for (std::string_view name : BuiltinVolatileFallback()) Add("pg_catalog", name, true);
+}
+
+void FunctionPolicy::Add(std::string_view schema, std::string_view name, bool is_volatile) {
+  std::string bare = Lower(name);
+  std::string qualified = Lower(schema);
+  qualified.append(".").append(bare);
+  // Overloads and case variants share an entry: volatile if any of them is.
+  by_name_[bare] |= is_volatile;
+  by_qualified_[qualified] |= is_volatile;
 }
 
 void FunctionPolicy::SetVolatile(
     const std::vector<std::pair<std::string, std::string>>& proname_nspname) {
-  volatile_names_.clear();
-  volatile_qualified_.clear();
-  for (const auto& [proname, nspname] : proname_nspname) {
-    volatile_names_.insert(proname);
-    volatile_qualified_.insert(nspname + "." + proname);
-  }
+  by_name_.clear();
+  by_qualified_.clear();
+  for (const auto& [proname, nspname] : proname_nspname) Add(nspname, proname, true);
   loaded_ = true;
+  complete_ = false;
+}
+
+void FunctionPolicy::SetCatalog(const std::vector<CatalogFunction>& functions) {
+  by_name_.clear();
+  by_qualified_.clear();
+  for (const CatalogFunction& f : functions) Add(f.schema, f.name, f.volatility == 'v');
+  loaded_ = true;
+  complete_ = true;
 }
 
 void FunctionPolicy::SetAllowlist(const std::vector<std::string>& names) {
@@ -142,6 +154,13 @@ void FunctionPolicy::SetAllowlist(const std::vector<std::string>& names) {
 }
 
 bool FunctionPolicy::RequiresPrimary(std::string_view name) const {
+  // Names from the classifier are lower-case unless quoted; fold only when needed.
+  std::string folded;
+  if (std::any_of(name.begin(), name.end(),
+                  [](char c) { return std::isupper(static_cast<unsigned char>(c)) != 0; })) {
+    folded = Lower(name);
+    name = folded;
+  }
   std::string_view schema;
   std::string_view bare;
   Split(name, schema, bare);
@@ -149,14 +168,19 @@ bool FunctionPolicy::RequiresPrimary(std::string_view name) const {
     const auto& writes = BuiltinWriteList();
     if (std::find(writes.begin(), writes.end(), bare) != writes.end()) return true;
   }
-  if (!allowlist_.empty()) {
-    if (allowlist_.contains(AbslView(bare)) || allowlist_.contains(Lower(name))) return false;
-  }
-  if (schema.empty()) return volatile_names_.contains(AbslView(bare));
   std::string qualified;
-  qualified.reserve(schema.size() + 1 + bare.size());
-  qualified.append(schema).append(".").append(bare);
-  return volatile_qualified_.contains(qualified);
+  if (!schema.empty()) {
+    qualified.reserve(schema.size() + 1 + bare.size());
+    qualified.append(schema).append(".").append(bare);
+  }
+  if (!allowlist_.empty()) {
+    if (allowlist_.contains(AbslView(bare))) return false;
+    if (!schema.empty() && allowlist_.contains(qualified)) return false;
+  }
+  const auto& map = schema.empty() ? by_name_ : by_qualified_;
+  auto it = schema.empty() ? map.find(AbslView(bare)) : map.find(qualified);
+  if (it != map.end()) return it->second;
+  return complete_;  // unknown to a loaded catalog: it may be anything, so the primary
 }
 
 const std::string* FunctionPolicy::FirstRequiringPrimary(

@@ -33,14 +33,7 @@ PREFIX = "nerava_proxy_"
 # Metrics the alerts and the dashboard already use but the proxy does not export yet. The issue
 # that implements one deletes its line here; from then on the check holds it to the real
 # exporter (and fails while the line is still here, so the list cannot go stale).
-PLANNED = {
-    # DESIGN §7 failover and switchover (issue 6): {protocol,kind}, kind = planned|unplanned
-    "nerava_proxy_failovers_total": "issue 6",
-    # issue 6: writes waiting for a primary, {protocol}
-    "nerava_proxy_writes_held": "issue 6",
-    # DESIGN §6 read-your-writes (issue 5): reads moved off a replica that had not caught up
-    "nerava_proxy_stale_read_avoided_total": "issue 5",
-}
+PLANNED: dict[str, str] = {}  # everything the alerts and dashboard use is exported now
 
 # Labels the scrape adds to every series (the chart's pod label nerava.io/region becomes
 # pod_region, docs/deploy.md) and labels PromQL itself produces.

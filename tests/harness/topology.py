@@ -398,20 +398,110 @@ class PgCluster:
             self.reload(node)
 
     def wait_streaming(self, nodes: Optional[list[Node]] = None,
-                       timeout: float = WAIT_SECONDS) -> None:
-        """Waits until pg_stat_replication on the primary shows every given replica streaming."""
+                       timeout: float = WAIT_SECONDS, primary: Optional[Node] = None) -> None:
+        """Waits until pg_stat_replication on the primary (nodes[0] unless given: after a
+        failover pass the promoted node) shows every given replica streaming."""
+        primary = self.primary if primary is None else primary
         nodes = self.replicas if nodes is None else nodes
         if not nodes:
             return
         want = {n.name for n in nodes}
 
         def streaming() -> bool:
-            rows = self.sql(self.primary,
-                            "select application_name, state from pg_stat_replication")
+            rows = self.sql(primary, "select application_name, state from pg_stat_replication")
             return want <= {name for name, state in rows if state == "streaming"}
 
-        wait_until(f"replicas {sorted(want)} to stream from {self.primary.name}", streaming,
+        wait_until(f"replicas {sorted(want)} to stream from {primary.name}", streaming,
                    timeout=timeout, log=nodes[0].log_path)
+
+    # -- failover helpers
+
+    def timeline(self, node: Node) -> int:
+        """The timeline node is on: the one it writes (a primary), receives or replays (a
+        standby), or, when it is stopped, the one of its last checkpoint (pg_controldata)."""
+        if node.pid() is None:
+            out = self._run([str(self.bindir / "pg_controldata"), "-D", str(node.data_dir)],
+                            node, timeout=30)
+            for line in out.splitlines():
+                if line.startswith("Latest checkpoint's TimeLineID:"):
+                    return int(line.split(":", 1)[1])
+            raise HarnessError(f"no TimeLineID in pg_controldata output of {node.name}:\n{out}")
+        in_recovery = self.sql(node, "select pg_is_in_recovery()")[0][0]
+        if not in_recovery:
+            # The WAL file name starts with the timeline in hex; pg_control_checkpoint() would
+            # lag behind a promotion until the next checkpoint.
+            name = self.sql(node, "select pg_walfile_name(pg_current_wal_lsn())")[0][0]
+            return int(name[:8], 16)
+        rows = self.sql(node, "select greatest((select max(received_tli) from "
+                              "pg_stat_wal_receiver), (select timeline_id from "
+                              "pg_control_checkpoint()))")
+        return int(rows[0][0])
+
+    def is_primary(self, node: Node) -> bool:
+        """True if node is running and out of recovery."""
+        return node.pid() is not None and \
+            self.sql(node, "select pg_is_in_recovery()")[0][0] is False
+
+    def restart_as_primary_undemoted(self, node: Node) -> None:
+        """Starts a stopped old primary as it is, without standby.signal: after a promotion
+        elsewhere this is the split-brain case (two nodes out of recovery)."""
+        self.start(node)
+        node.role = "primary"
+
+    def demote_to_replica(self, old_primary: Node, new_primary: Node,
+                          timeout: float = WAIT_SECONDS) -> str:
+        """Turns old_primary (stopped, or stopped here with -m fast) into a streaming replica of
+        new_primary and waits until it streams. pg_rewind first (wal_log_hints is on since
+        _init_primary); if that fails, a fresh pg_basebackup. Returns "rewind" or
+        "basebackup", whichever did it."""
+        if old_primary is new_primary:
+            raise HarnessError(f"{old_primary.name} cannot replicate from itself")
+        self.stop(old_primary, mode="fast")
+        # pg_rewind refuses a source without full_page_writes (the harness turns it off for
+        # speed); it is a reload-time setting.
+        self.sql(new_primary, "alter system set full_page_writes = on")
+        self.sql(new_primary, "select pg_reload_conf()")
+        wait_until(f"{new_primary.name} to turn full_page_writes on",
+                   lambda: self.sql(new_primary, "show full_page_writes")[0][0] == "on",
+                   log=new_primary.log_path)
+        # A checkpoint makes the source's control file show the new timeline; pg_rewind reads it.
+        self.sql(new_primary, "checkpoint")
+        how = "rewind"
+        try:
+            self._run([str(self.bindir / "pg_rewind"), "-D", str(old_primary.data_dir),
+                       "--source-server", self.dsn(new_primary), "--no-sync"],
+                      old_primary, timeout=120)
+        except HarnessError as e:
+            print(f"nerava harness: pg_rewind of {old_primary.name} failed, taking a new base "
+                  f"backup instead: {str(e).splitlines()[0]}", file=sys.stderr)
+            how = "basebackup"
+            shutil.rmtree(old_primary.data_dir)
+            self._run([str(self.bindir / "pg_basebackup"), "-h", new_primary.host,
+                       "-p", str(new_primary.port), "-U", PG_USER,
+                       "-D", str(old_primary.data_dir), "-X", "stream", "--checkpoint=fast",
+                       "--no-sync"], old_primary)
+        # Both ways copied new_primary's configuration files: make them this node's again.
+        self._append_conf(old_primary, self._node_conf(old_primary))
+        self._make_standby(old_primary, new_primary)
+        self.start(old_primary)
+        old_primary.role = "replica"
+        self.wait_streaming([old_primary], timeout=timeout, primary=new_primary)
+        return how
+
+    def _make_standby(self, node: Node, upstream: Node) -> None:
+        # postgresql.auto.conf is read last, so these lines win over anything copied along.
+        conninfo = (f"host={upstream.host} port={upstream.port} user={PG_USER} "
+                    f"application_name={node.name}")
+        with open(node.data_dir / "postgresql.auto.conf", "a") as f:
+            f.write(f"\n# nerava harness: standby of {upstream.name}\n"
+                    f"primary_conninfo = '{conninfo}'\n"
+                    "primary_slot_name = ''\n")
+        signal_file = node.data_dir / "standby.signal"
+        signal_file.write_text("")
+        if _is_root():
+            pw = pwd.getpwnam(PG_USER)
+            for path in (signal_file, node.data_dir / "postgresql.auto.conf"):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
 
     def close(self) -> None:
         """Stops every node (immediate) and deletes what the cluster created. Idempotent."""
@@ -509,6 +599,9 @@ class PgCluster:
             "fsync": "off",
             "synchronous_commit": "off",
             "full_page_writes": "off",
+            # pg_rewind (demote_to_replica) needs hint-bit changes in the WAL; it also wants
+            # full_page_writes on the source, which demote_to_replica turns on when it runs.
+            "wal_log_hints": "on",
             "wal_keep_size": "'256MB'",
             "max_connections": "200",
             "logging_collector": "off",
@@ -568,6 +661,9 @@ class RedisCluster:
                 data_dir=node_dir, role="primary" if i == 0 else "replica", kind="redis",
                 node_dir=node_dir, log_path=node_dir / "redis.log"))
         self._closed = False
+        # Which node each replica follows (start() uses it); replicaof() changes it.
+        self._masters: dict[str, Optional[str]] = {
+            n.name: (None if n.role == "primary" else names[0]) for n in self.nodes}
         _register(self)
         try:
             for node in self.nodes:
@@ -606,7 +702,8 @@ class RedisCluster:
                 # A replica's first full sync otherwise waits 5 s for more replicas to join.
                 "--repl-diskless-sync-delay", "0"]
         if node.role == "replica":
-            argv += ["--replicaof", self.primary.host, str(self.primary.port)]
+            master = self.master_of(node) or self.primary
+            argv += ["--replicaof", master.host, str(master.port)]
         with open(node.log_path, "ab") as log:
             node.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, cwd=node.data_dir)
@@ -647,6 +744,41 @@ class RedisCluster:
         with self.client(node) as c:
             c.execute_command("REPLICAOF", "NO", "ONE")
         node.role = "primary"
+        self._masters[node.name] = None
+
+    def master_of(self, node: Node) -> Optional[Node]:
+        """The node `node` was last told to replicate from (None for a primary)."""
+        name = self._masters.get(node.name)
+        return None if name is None else self.node(name)
+
+    def replicaof(self, node: Node, master: Optional[Node], wait: bool = True,
+                  timeout: float = WAIT_SECONDS) -> None:
+        """REPLICAOF master (and, with wait, until master_link_status is up), or REPLICAOF NO
+        ONE when master is None. A later start() of node keeps following the same master."""
+        if master is node:
+            raise HarnessError(f"{node.name} cannot replicate from itself")
+        with self.client(node) as c:
+            if master is None:
+                c.execute_command("REPLICAOF", "NO", "ONE")
+            else:
+                c.execute_command("REPLICAOF", master.host, str(master.port))
+        node.role = "primary" if master is None else "replica"
+        self._masters[node.name] = None if master is None else master.name
+        if master is not None and wait:
+            self.wait_link_up([node], timeout=timeout)
+
+    def role(self, node: Node) -> list:
+        """The node's ROLE reply with bytes decoded: ["master", offset, [[host, port, off]..]]
+        or ["slave", host, port, state, offset]."""
+        def dec(v):
+            if isinstance(v, bytes):
+                return v.decode()
+            if isinstance(v, list):
+                return [dec(x) for x in v]
+            return v
+
+        with self.client(node) as c:
+            return dec(c.execute_command("ROLE"))
 
     def close(self) -> None:
         if self._closed:
@@ -665,6 +797,192 @@ class RedisCluster:
             for node in self.nodes:
                 shutil.rmtree(node.node_dir, ignore_errors=True)
         _unregister(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Redis Sentinel
+
+
+def _sentinel_argv(conf: Path) -> list[str]:
+    """redis-sentinel if installed (Debian's separate package), else the same binary's sentinel
+    mode: redis-sentinel is only redis-server started with --sentinel."""
+    exe = shutil.which("redis-sentinel")
+    if exe:
+        return [exe, str(conf)]
+    exe = shutil.which("redis-server")
+    if not exe:
+        raise HarnessError("neither redis-sentinel nor redis-server is on PATH")
+    return [exe, str(conf), "--sentinel"]
+
+
+class SentinelSet:
+    """`count` real Sentinel processes on loopback monitoring a RedisCluster's current primary
+    under `master_name` (quorum 2, down after 1 s by default), each in its own temp dir:
+
+        /tmp/nerava-sentinel-XXXX/sentinel-0/  sentinel.conf (Sentinel rewrites it)  sentinel.log
+
+    The constructor returns once every Sentinel knows the replicas and the other Sentinels, so a
+    failover can succeed right away. Torn down like the servers (close(), `with`, atexit,
+    SIGTERM)."""
+
+    def __init__(self, redis_cluster: "RedisCluster", master_name: str = "nerava",
+                 count: int = 3, quorum: int = 2, down_after_ms: int = 1000,
+                 failover_timeout_ms: int = 4000, master: Optional[Node] = None):
+        self.redis = redis_cluster
+        self.master_name = master_name
+        self.quorum = quorum
+        master = master or next((n for n in redis_cluster.nodes if n.role == "primary"),
+                                redis_cluster.primary)
+        self.base_dir = _new_base_dir("nerava-sentinel-")
+        self.nodes: list[Node] = []
+        for i in range(count):
+            node_dir = self.base_dir / f"sentinel-{i}"
+            self.nodes.append(Node(name=f"sentinel-{i}", host="127.0.0.1", port=free_port(),
+                                   data_dir=node_dir, role="sentinel", kind="redis",
+                                   node_dir=node_dir, log_path=node_dir / "sentinel.log"))
+        self._closed = False
+        _register(self)
+        try:
+            for node in self.nodes:
+                _mkdir(node.node_dir, 0o755)
+                (node.node_dir / "sentinel.conf").write_text(
+                    "# nerava harness\n"
+                    f"port {node.port}\n"
+                    "bind 127.0.0.1\n"
+                    "daemonize no\n"
+                    f"dir {node.node_dir}\n"
+                    f"sentinel monitor {master_name} {master.host} {master.port} {quorum}\n"
+                    f"sentinel down-after-milliseconds {master_name} {down_after_ms}\n"
+                    f"sentinel failover-timeout {master_name} {failover_timeout_ms}\n"
+                    f"sentinel parallel-syncs {master_name} 1\n")
+                self._spawn(node)
+            for node in self.nodes:
+                self._wait_up(node)
+            self.wait_discovered()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def addresses(self) -> list[str]:
+        return [n.address for n in self.nodes]
+
+    def client(self, index_or_node=0, **kwargs):
+        import redis
+
+        node = self.nodes[index_or_node] if isinstance(index_or_node, int) else index_or_node
+        kwargs.setdefault("socket_timeout", 5)
+        kwargs.setdefault("socket_connect_timeout", 5)
+        return redis.Redis(host=node.host, port=node.port, **kwargs)
+
+    def master_addr(self, index: int = 0) -> Optional[tuple[str, int]]:
+        """What Sentinel `index` answers to SENTINEL get-master-addr-by-name."""
+        with self.client(index) as c:
+            reply = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
+        if not reply:
+            return None
+        host, port = reply
+        host = host.decode() if isinstance(host, bytes) else host
+        return host, int(port)
+
+    def master_node(self, index: int = 0) -> Optional[Node]:
+        """The cluster node Sentinel `index` names as master, or None."""
+        addr = self.master_addr(index)
+        return next((n for n in self.redis.nodes if (n.host, n.port) == addr), None)
+
+    def wait_master(self, node: Node, timeout: float = WAIT_SECONDS, index: int = 0,
+                    interval: float = 0.02) -> float:
+        """Polls Sentinel `index` until it names node as master; returns time.monotonic() of
+        the first answer that did."""
+        seen: list[float] = []
+
+        def names_it() -> bool:
+            if self.master_addr(index) == (node.host, node.port):
+                seen.append(time.monotonic())
+                return True
+            return False
+
+        wait_until(f"Sentinel {index} to name {node.name} master of {self.master_name}",
+                   names_it, timeout=timeout, interval=interval, log=self.nodes[index].log_path)
+        return seen[0]
+
+    def wait_discovered(self, timeout: float = WAIT_SECONDS) -> None:
+        """Until each Sentinel lists every replica of the master and the other Sentinels (they
+        learn them from the master's INFO and hello messages, every few seconds)."""
+        master = self.master_node()
+        want_replicas = {n.port for n in self.redis.nodes if n is not master}
+
+        def ready(node: Node) -> bool:
+            with self.client(node) as c:
+                replicas = c.execute_command("SENTINEL", "REPLICAS", self.master_name)
+                sentinels = c.execute_command("SENTINEL", "SENTINELS", self.master_name)
+            ports = {int(_flat_dict(r).get("port", 0)) for r in replicas}
+            return want_replicas <= ports and len(sentinels) >= len(self.nodes) - 1
+
+        for node in self.nodes:
+            wait_until(f"{node.name} to discover replicas and sentinels",
+                       lambda n=node: ready(n), timeout=timeout, interval=0.2,
+                       log=node.log_path)
+
+    def pids(self) -> list[int]:
+        return [p for n in self.nodes for p in n.pids()]
+
+    def stop(self, node: Node, timeout: float = 10.0) -> None:
+        proc = node.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+    def __enter__(self) -> "SentinelSet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.kill()
+                try:
+                    node.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+        _unregister(self)
+
+    def _spawn(self, node: Node) -> None:
+        with open(node.log_path, "ab") as log:
+            node.proc = subprocess.Popen(_sentinel_argv(node.node_dir / "sentinel.conf"),
+                                         stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=node.node_dir)
+
+    def _wait_up(self, node: Node) -> None:
+        def up() -> bool:
+            if node.proc.poll() is not None:
+                raise HarnessError(f"sentinel {node.name} exited with code "
+                                   f"{node.proc.returncode}\n{log_tail(node.log_path)}")
+            with self.client(node, socket_timeout=2) as c:
+                return c.ping()
+
+        wait_until(f"{node.name} on port {node.port} to answer PING", up, log=node.log_path)
+
+
+def _flat_dict(reply) -> dict[str, str]:
+    """A Sentinel reply as a flat [k1, v1, k2, v2 ...] list (or a dict) → {str: str}."""
+    if isinstance(reply, dict):
+        items = list(reply.items())
+    else:
+        items = list(zip(reply[::2], reply[1::2]))
+    return {(k.decode() if isinstance(k, bytes) else str(k)):
+            (v.decode() if isinstance(v, bytes) else str(v)) for k, v in items}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -394,3 +395,114 @@ def test_cli_up_refuses_a_port_in_use():
     assert res.returncode == 1
     assert f"port {port} is already in use" in res.stderr
     assert "ready" not in res.stdout
+
+
+# ------------------------------------------------------------------------------ failover helpers
+
+
+def _pg_count(pg, node, table):
+    return pg.sql(node, f"select count(*) from {table}", dbname=APP_DB)[0][0]
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["clean-stop", "crash"])
+def test_pg_failover_demote_and_split_brain(crash):
+    """promote → old primary restarted un-demoted (two primaries, the promoted one on a higher
+    timeline) → demote_to_replica brings it back as a streaming replica of the new primary,
+    with the rows it wrote alone discarded (pg_rewind, or a new base backup)."""
+    pg = PgCluster(replicas=1)
+    try:
+        old, new = pg.primary, pg.replicas[0]
+        pg.sql(old, "create table fo(x int)", dbname=APP_DB)
+        pg.sql(old, "insert into fo values (1)", dbname=APP_DB)
+        _poll("the row on the replica", lambda: _pg_count(pg, new, "fo") == 1)
+        tli_before = pg.timeline(old)
+        assert pg.timeline(new) == tli_before
+        pg.stop(old, mode="immediate" if crash else "fast")
+        assert pg.timeline(old) == tli_before  # from pg_controldata while stopped
+        pg.promote(new)
+        assert pg.timeline(new) == tli_before + 1
+        pg.sql(new, "insert into fo values (2)", dbname=APP_DB)
+
+        pg.restart_as_primary_undemoted(old)
+        assert pg.is_primary(old) and pg.is_primary(new)
+        assert pg.timeline(old) == tli_before < pg.timeline(new)
+        pg.sql(old, "insert into fo values (100)", dbname=APP_DB)  # diverges
+        assert _pg_count(pg, old, "fo") == 2 and _pg_count(pg, new, "fo") == 2
+
+        how = pg.demote_to_replica(old, new)
+        assert how in ("rewind", "basebackup")
+        assert old.role == "replica" and not pg.is_primary(old)
+        assert pg.sql(old, "show port") == [(str(old.port),)]
+        assert pg.sql(old, "show cluster_name") == [(old.name,)]
+        pg.sql(new, "insert into fo values (3)", dbname=APP_DB)
+        _poll("the new row on the demoted node",
+              lambda: pg.sql(old, "select array_agg(x order by x) from fo",
+                             dbname=APP_DB) == [([1, 2, 3],)])
+        assert pg.timeline(old) == pg.timeline(new)
+        # And back again (failback): the same two calls the other way round.
+        pg.stop(new, mode="fast")
+        pg.promote(old)
+        pg.demote_to_replica(new, old)
+        pg.sql(old, "insert into fo values (4)", dbname=APP_DB)
+        _poll("failback row on the former new primary", lambda: _pg_count(pg, new, "fo") == 4)
+        print(f"\ndemote_to_replica used {how}", file=sys.stderr)
+    finally:
+        pg.close()
+
+
+def test_redis_replicaof_moves_and_restart_keeps_master():
+    from tests.harness.topology import RedisCluster
+
+    rc = RedisCluster(replicas=2)
+    try:
+        a, b, c = rc.nodes
+        rc.replicaof(b, None)
+        assert rc.role(b)[0] == "master" and b.role == "primary"
+        rc.replicaof(a, b)
+        rc.replicaof(c, b)
+        assert rc.master_of(a) is b and rc.role(a)[:3] == ["slave", b.host, b.port]
+        rc.client(b).set("moved", "1")
+        _poll("the key on both replicas of the new master",
+              lambda: rc.client(a).get("moved") == b"1" and rc.client(c).get("moved") == b"1")
+        rc.stop(a)
+        rc.start(a)  # comes back as a replica of b, not of nodes[0]
+        assert rc.role(a)[:3] == ["slave", b.host, b.port]
+        with pytest.raises(Exception, match="itself"):
+            rc.replicaof(a, a)
+    finally:
+        rc.close()
+
+
+def test_sentinel_set_fails_over_for_real():
+    from tests.harness.topology import RedisCluster, SentinelSet
+
+    rc = RedisCluster(replicas=1)
+    sentinels = None
+    try:
+        sentinels = SentinelSet(rc, master_name="harness-master")
+        assert len(sentinels.nodes) == 3 and len(set(sentinels.addresses)) == 3
+        for i in range(3):
+            assert sentinels.master_addr(i) == (rc.primary.host, rc.primary.port)
+        old, replica = rc.primary, rc.replicas[0]
+        rc.client(old).set("before", "1")
+        _poll("the key on the replica", lambda: rc.client(replica).get("before") == b"1")
+        t0 = time.monotonic()
+        rc.stop(old)
+        switched = sentinels.wait_master(replica, timeout=30)
+        print(f"\nSentinel switched {switched - t0:.2f}s after the primary stopped",
+              file=sys.stderr)
+        _poll("the replica to become master", lambda: rc.role(replica)[0] == "master")
+        rc.client(replica).set("after", "1")
+        for i in range(3):
+            _poll(f"sentinel {i} to agree", lambda i=i: sentinels.master_node(i) is replica)
+        # The old primary, restarted, is turned into a replica by Sentinel.
+        rc.start(old)
+        _poll("Sentinel to make the old primary a replica",
+              lambda: rc.role(old)[:3] == ["slave", replica.host, replica.port], timeout=30)
+        pids, base = sentinels.pids(), sentinels.base_dir
+    finally:
+        if sentinels is not None:
+            sentinels.close()
+        rc.close()
+    _assert_gone(pids, "sentinel process")
+    assert not base.exists()

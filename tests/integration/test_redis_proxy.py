@@ -23,7 +23,7 @@ from typing import Any, Optional
 import pytest
 import redis
 
-from tests.harness.topology import Topology
+from tests.harness.topology import Topology, wait_until
 from conftest import start_proxy
 
 CMD_TIMEOUT = 60
@@ -181,7 +181,10 @@ def proxy_peak_rss_kib(proxy) -> int:
 def test_redis_cli_resp2(proxy, topology):
     assert cli(proxy, "PING") == "PONG"
     assert cli(proxy, "SET", "cli:k", "hello") == "OK"
-    assert cli(proxy, "GET", "cli:k") == "hello"
+    # Each redis-cli is a new session: its GET may go to the replica, which has the write a
+    # moment later (read-your-writes is per session, DESIGN §6).
+    wait_until("the replica to have cli:k", lambda: cli(proxy, "GET", "cli:k") == "hello",
+               timeout=10, interval=0.02)
     assert direct(topology).get("cli:k") == b"hello"
     assert cli(proxy, "GET", "cli:missing") == ""
     assert "ERR" in cli(proxy, "NOSUCHCOMMAND")

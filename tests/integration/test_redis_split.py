@@ -8,8 +8,7 @@ Where a command ran is read from the servers' own `INFO commandstats`. The stale
 a delaying TCP relay between the primary and the replica (the replica replicates through it), so
 the replica is a known time behind.
 
-The split itself lands in a later change: those tests exist and skip inside their body; the
-test that holds already (correct data through the proxy) runs. Every wait is bounded.
+Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from conftest import start_proxy
 LOCAL_REGION = "eu-west-1"  # the replica's region (conftest: primary us-east-1)
 LINK_DELAY_S = 0.5
 STALE_ITERATIONS = 2000
-SKIP_REASON = "redis read/write split lands in a later change"
 
 _open_clients: list[redis.Redis] = []
 
@@ -50,6 +48,17 @@ def node_client(topology, node, **kwargs) -> redis.Redis:
     c = topology.redis.client(node, **kwargs)
     _open_clients.append(c)
     return c
+
+
+def reset_stats(topology) -> None:
+    for node in topology.redis.nodes:
+        node_client(topology, node).config_resetstat()
+
+
+def replicated(topology, key: str, value: bytes) -> None:
+    replica = topology.redis.replicas[0]
+    wait_until(f"{key} on the replica",
+               lambda: node_client(topology, replica).get(key) == value)
 
 
 def command_calls(topology, node, command: str) -> int:
@@ -222,7 +231,7 @@ def _close_clients():
         _open_clients.pop().close()
 
 
-# ------------------------------------------------------------------------- holds already
+# ------------------------------------------------------------------------------ correctness
 
 
 def test_writes_then_reads_return_correct_data(proxy, topology):
@@ -258,11 +267,10 @@ def test_writes_then_reads_return_correct_data(proxy, topology):
     assert direct.get("s:ryw") == b"499" and direct.get("s:pn") == b"300"
 
 
-# ---------------------------------------------------------------------- the split (later)
+# -------------------------------------------------------------------------------- the split
 
 
 def test_reads_are_served_by_the_replica(proxy, topology):
-    pytest.skip("redis read/write split lands in a later change")
     rc = topology.redis
     replica = rc.replicas[0]
     node_client(topology, rc.primary).set("split:get", "v")
@@ -290,7 +298,6 @@ def test_reads_are_served_by_the_replica(proxy, topology):
 
 
 def test_stale_read_0_misses_with_a_delayed_link(proxy, topology):
-    pytest.skip("redis read/write split lands in a later change")
     rc = topology.redis
     replica = rc.replicas[0]
     with delayed_link(topology) as relay:
@@ -338,3 +345,139 @@ def test_stale_read_0_misses_with_a_delayed_link(proxy, topology):
     assert not misses, f"{len(misses)} GETs returned an older value (first: {misses[:10]})"
     assert counts["reads"] >= 50 and share >= 0.90, (counts, on_replica)
 
+
+
+def test_pins_scripts_and_blocking_stay_on_the_primary(proxy, topology):
+    rc = topology.redis
+    replica, primary = rc.replicas[0], rc.primary
+    direct = node_client(topology, primary)
+    direct.set("pin:k", "1")
+    direct.xadd("pin:stream", {"f": "v"})
+    replicated(topology, "pin:k", b"1")
+    wait_until("pin:stream on the replica",
+               lambda: node_client(topology, replica).xlen("pin:stream") == 1)
+    reset_stats(topology)
+
+    # WATCH ... EXEC: every command in between on the primary, the GET included.
+    c = client(proxy)
+    with c.pipeline(transaction=True) as tx:
+        tx.watch("pin:k")  # immediate mode until MULTI: WATCH and GET run one by one
+        assert tx.get("pin:k") == b"1"
+        tx.multi()
+        tx.incr("pin:k")
+        assert tx.execute() == [2]
+    assert command_calls(topology, replica, "get") == 0
+    assert command_calls(topology, primary, "get") == 1
+    assert command_calls(topology, primary, "watch") == 1
+    assert command_calls(topology, replica, "exec") == 0
+
+    # Scripts: EVAL and EVALSHA_RO (not replicated in Redis 7) on the primary, EVAL_RO on a replica.
+    r = client(proxy, single_connection_client=True)  # never writes
+    replicated(topology, "pin:k", b"2")
+    assert r.execute_command("EVAL_RO", "return redis.call('GET', KEYS[1])", 1, "pin:k") == b"2"
+    sha = r.script_load("return 7")
+    assert r.execute_command("EVALSHA_RO", sha, 0) == 7
+    assert command_calls(topology, replica, "eval_ro") == 1
+    assert command_calls(topology, primary, "evalsha_ro") == 1
+    assert command_calls(topology, replica, "evalsha_ro") == 0
+    w = client(proxy, single_connection_client=True)
+    assert w.eval("return redis.call('INCR', KEYS[1])", 1, "pin:k") == 3
+    assert command_calls(topology, primary, "eval") == 1
+    assert command_calls(topology, replica, "eval") == 0
+
+    # XREAD reads on a replica unless it blocks; BLPOP (a blocking write) on the primary.
+    assert r.xread({"pin:stream": "0"}, count=1)[0][0] == b"pin:stream"
+    assert r.xread({"pin:stream": "$"}, count=1, block=50) == []
+    assert command_calls(topology, replica, "xread") == 1
+    assert command_calls(topology, primary, "xread") == 1
+    assert r.blpop(["pin:empty"], timeout=0.1) is None
+    assert command_calls(topology, replica, "blpop") == 0
+
+    # CLIENT TRACKING pins while it is on.
+    t = client(proxy, single_connection_client=True)
+    before = command_calls(topology, primary, "strlen")
+    t.execute_command("CLIENT", "TRACKING", "ON")
+    assert t.strlen("pin:k") == 1
+    assert command_calls(topology, primary, "strlen") == before + 1
+    t.execute_command("CLIENT", "TRACKING", "OFF")
+    on_replica = command_calls(topology, replica, "strlen")
+    assert t.strlen("pin:k") == 1
+    assert command_calls(topology, replica, "strlen") == on_replica + 1
+
+
+def test_pipeline_is_split_with_replies_in_order(proxy, topology):
+    rc = topology.redis
+    replica, primary = rc.replicas[0], rc.primary
+    direct = node_client(topology, primary)
+    for i in range(50):
+        direct.set(f"pl:{i}", i)
+    replicated(topology, "pl:49", b"49")
+    reset_stats(topology)
+    c = client(proxy)  # never writes
+    pipe = c.pipeline(transaction=False)
+    for i in range(50):
+        pipe.get(f"pl:{i}")
+        pipe.echo(f"e{i}")  # not readonly: the primary answers
+    replies = pipe.execute()
+    assert replies[0::2] == [str(i).encode() for i in range(50)]
+    assert replies[1::2] == [f"e{i}".encode() for i in range(50)]
+    assert command_calls(topology, replica, "get") == 50
+    assert command_calls(topology, primary, "echo") == 50
+    assert command_calls(topology, primary, "get") == 0
+
+
+def test_select_is_replayed_on_the_replica(proxy, topology):
+    rc = topology.redis
+    replica = rc.replicas[0]
+    node_client(topology, rc.primary, db=1).set("db:k", "one")
+    node_client(topology, rc.primary, db=2).set("db:k", "two")
+    wait_until("db:k on the replica",
+               lambda: node_client(topology, replica, db=2).get("db:k") == b"two")
+    reset_stats(topology)
+    c = client(proxy, db=1, single_connection_client=True)
+    assert c.get("db:k") == b"one"
+    c.execute_command("SELECT", 2)
+    assert c.get("db:k") == b"two"
+    c.execute_command("SELECT", 0)
+    assert c.get("db:k") is None
+    assert command_calls(topology, replica, "get") == 3
+
+
+def test_lagging_replica_is_banned_and_comes_back(topology):
+    rc = topology.redis
+    replica = rc.replicas[0]
+    direct = node_client(topology, rc.primary)
+    direct.set("lag:k", "v")
+    replicated(topology, "lag:k", b"v")
+    with start_proxy(topology, region=LOCAL_REGION, monitor={"interval": "250ms"},
+                     redis={"max_lag": {"seconds": "1s"}}) as p:
+        c = client(p)  # never writes
+
+        def replica_share(n: int = 20) -> int:
+            before = command_calls(topology, replica, "get")
+            for _ in range(n):
+                assert c.get("lag:k") == b"v"
+            return command_calls(topology, replica, "get") - before
+
+        wait_until("reads on the replica", lambda: replica_share() == 20, timeout=10)
+        stop = threading.Event()
+
+        def writer() -> None:  # keeps the primary moving so that the delay is lag
+            w = node_client(topology, rc.primary)
+            n = 0
+            while not stop.is_set():
+                w.set("lag:tick", n)
+                n += 1
+                stop.wait(0.02)
+
+        thread = threading.Thread(target=writer, daemon=True)
+        thread.start()
+        try:
+            with delayed_link(topology, delay=2.0):
+                wait_until("the lagging replica to be banned", lambda: replica_share() == 0,
+                           timeout=15)
+                assert replica_share(50) == 0
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+        wait_until("reads back on the replica", lambda: replica_share() == 20, timeout=15)

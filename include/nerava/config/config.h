@@ -96,7 +96,7 @@ struct Redis {
 struct Monitor {
   std::chrono::milliseconds interval{250};
   int failure_threshold = 3;
-  std::chrono::milliseconds timeout{0};  // 0: derived, a little under the interval
+  std::chrono::milliseconds timeout{0};  // 0: derived, max(1 s, 0.8 x interval)
 };
 
 struct Failover {

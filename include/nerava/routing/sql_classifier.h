@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -102,26 +103,43 @@ StatementClass Classify(std::string_view sql);
 // Only the comment hints of `sql` (cheap; used by Classify, exposed for tests).
 void ScanHints(std::string_view sql, StatementClass& out);
 
+// One row of pg_proc as the function loader reads it (`SELECT p.proname, n.nspname,
+// p.provolatile FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace`).
+struct CatalogFunction {
+  std::string name;     // proname
+  std::string schema;   // nspname
+  char volatility = 'v';  // provolatile: 'v' volatile, 's' stable, 'i' immutable
+};
+
 // Which functions must run on the primary (DESIGN §4). Cheap to copy around as a snapshot:
-// the monitor builds one from pg_proc and publishes it; sessions read it without locks.
+// the function loader builds one from pg_proc and publishes it; sessions read it without locks.
+// Names are compared case-insensitively (a quoted "MyFunc" and an unquoted myfunc are one entry;
+// where they differ in volatility, volatile wins).
 class FunctionPolicy {
  public:
-  // Before the monitor has loaded pg_proc: the built-in fallback (every function that PostgreSQL
-  // 15 marks volatile in pg_catalog) plus the built-in write list.
+  // Before pg_proc has been loaded: the built-in fallback (every function that PostgreSQL 15
+  // marks volatile in pg_catalog) plus the built-in write list; other names may go to replicas.
   FunctionPolicy();
 
   // Replaces the fallback by the volatile functions read from pg_proc, as (proname, nspname)
-  // pairs: `SELECT p.proname, n.nspname FROM pg_proc p JOIN pg_namespace n ON
-  // n.oid = p.pronamespace WHERE provolatile = 'v'`.
+  // pairs. Names not in the list may go to replicas (use SetCatalog to know every function).
   void SetVolatile(const std::vector<std::pair<std::string, std::string>>& proname_nspname);
+  // Replaces the fallback by the whole catalog (every function with its volatility): volatile
+  // functions require the primary, stable and immutable ones do not, and a name the catalog does
+  // not know at all (created after the load, or in a database that was not read) requires the
+  // primary, the safe side.
+  void SetCatalog(const std::vector<CatalogFunction>& functions);
   // Functions the operator declared safe on replicas ("name" or "schema.name"); the built-in
   // write list still wins, since those fail on a standby whatever the configuration says.
   void SetAllowlist(const std::vector<std::string>& names);
 
-  bool loaded() const { return loaded_; }
+  bool loaded() const { return loaded_; }           // SetVolatile or SetCatalog was called
+  bool complete() const { return complete_; }       // SetCatalog: unknown names need the primary
+  size_t known_functions() const { return by_qualified_.size(); }
 
   // True when `name` (as in StatementClass::functions) must run on the primary. An unqualified
-  // name matches a volatile function of that name in any schema (search_path is not known).
+  // name matches a function of that name in any schema (search_path is not known): volatile if
+  // any of them is.
   bool RequiresPrimary(std::string_view name) const;
   // First function of `functions` that requires the primary, or nullptr.
   const std::string* FirstRequiringPrimary(const std::vector<std::string>& functions) const;
@@ -131,9 +149,13 @@ class FunctionPolicy {
   static const std::vector<std::string_view>& BuiltinVolatileFallback();
 
  private:
+  void Add(std::string_view schema, std::string_view name, bool is_volatile);
+
   bool loaded_ = false;
-  absl::flat_hash_set<std::string> volatile_names_;      // bare names
-  absl::flat_hash_set<std::string> volatile_qualified_;  // "schema.name"
+  bool complete_ = false;
+  // Lower-case name -> volatile (true when any function of that name is).
+  absl::flat_hash_map<std::string, bool> by_name_;       // bare names
+  absl::flat_hash_map<std::string, bool> by_qualified_;  // "schema.name"
   absl::flat_hash_set<std::string> allowlist_;           // as configured, lower-case
 };
 

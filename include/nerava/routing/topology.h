@@ -45,6 +45,7 @@ struct NodeState {
 struct ProtocolTopology {
   std::vector<NodeState> nodes;  // in config order
   int primary = -1;              // index into nodes of the node that says it is primary, or -1
+  bool split_brain = false;      // more than one node says it is primary (the guard is on)
   // The primary's recent positions (DESIGN §6), for read-your-writes; never null in a
   // published snapshot, shared between snapshots while it does not change.
   std::shared_ptr<const Watermark> watermark = std::make_shared<const Watermark>();

@@ -644,5 +644,144 @@ TEST(PgJsonTest, RejectsMalformedAndTooDeep) {
   EXPECT_FALSE(tree.Parse(deep, 99));
 }
 
+// ---------------------------------------------------------------------------------------------
+// FunctionPolicy from the whole pg_proc catalog (issue 5): volatile -> primary, stable and
+// immutable -> replica, unknown to the loaded catalog -> primary.
+
+std::vector<CatalogFunction> SampleCatalog() {
+  return {
+      {"lower", "pg_catalog", 'i'},
+      {"count", "pg_catalog", 'i'},
+      {"now", "pg_catalog", 's'},
+      {"extract", "pg_catalog", 'i'},
+      {"inet_server_port", "pg_catalog", 's'},
+      {"random", "pg_catalog", 'v'},
+      {"nextval", "pg_catalog", 'v'},
+      {"txid_current", "pg_catalog", 's'},  // stable, yet on the built-in write list
+      {"app_stable", "app", 's'},
+      {"app_immutable", "public", 'i'},
+      {"app_volatile", "app", 'v'},
+      {"overloaded", "app", 's'},  // one overload stable ...
+      {"overloaded", "app", 'v'},  // ... another volatile: the name needs the primary
+      {"same_name", "a", 's'},
+      {"same_name", "b", 'v'},
+      {"MixedCase", "public", 's'},  // created as "MixedCase" (quoted)
+      {"mixedcase", "public", 'v'},  // and as mixedcase: folding must not lose the volatile one
+  };
+}
+
+struct CatalogCase {
+  const char* name;
+  bool primary;
+};
+
+TEST(FunctionPolicyTest, CatalogDecidesEveryName) {
+  FunctionPolicy policy;
+  policy.SetCatalog(SampleCatalog());
+  EXPECT_TRUE(policy.loaded());
+  EXPECT_TRUE(policy.complete());
+  // clang-format off
+  const CatalogCase cases[] = {
+      {"lower", false}, {"pg_catalog.lower", false}, {"count", false}, {"now", false},
+      {"inet_server_port", false}, {"pg_catalog.extract", false},
+      {"random", true}, {"pg_catalog.random", true}, {"nextval", true},
+      {"txid_current", true},              // the write list
+      {"app_stable", false}, {"app.app_stable", false}, {"app_immutable", false},
+      {"public.app_immutable", false},
+      {"app_volatile", true}, {"app.app_volatile", true},
+      {"overloaded", true}, {"app.overloaded", true},
+      {"same_name", true},                 // unqualified: volatile in any schema
+      {"a.same_name", false}, {"b.same_name", true},
+      {"MixedCase", true}, {"mixedcase", true}, {"public.MIXEDCASE", true},
+      {"APP_STABLE", false}, {"App.App_Stable", false},
+      // Unknown to the catalog: created after the load, or a schema it does not have.
+      {"brand_new", true}, {"app.brand_new", true}, {"other.app_stable", true},
+      {"pg_catalog.app_stable", true}, {"clock_timestamp", true},
+      {"mydb.app.app_stable", false},      // catalog.schema.name: the database part is ignored
+  };
+  // clang-format on
+  for (const CatalogCase& c : cases) {
+    EXPECT_EQ(policy.RequiresPrimary(c.name), c.primary) << c.name;
+  }
+  EXPECT_EQ(policy.known_functions(), 15u);  // overloads share an entry; case variants fold
+}
+
+TEST(FunctionPolicyTest, AllowlistOverCatalogButNotOverTheWriteList) {
+  FunctionPolicy policy;
+  policy.SetCatalog(SampleCatalog());
+  policy.SetAllowlist({"app_volatile", "B.Same_Name", "random", "nextval", "txid_current",
+                       "not_yet_created"});
+  EXPECT_FALSE(policy.RequiresPrimary("app_volatile"));
+  EXPECT_FALSE(policy.RequiresPrimary("app.app_volatile"));
+  EXPECT_FALSE(policy.RequiresPrimary("b.same_name"));
+  EXPECT_TRUE(policy.RequiresPrimary("same_name"));  // only the qualified one is allowed
+  EXPECT_FALSE(policy.RequiresPrimary("random"));
+  EXPECT_FALSE(policy.RequiresPrimary("not_yet_created"));  // the operator vouches for it
+  EXPECT_TRUE(policy.RequiresPrimary("nextval"));           // write list wins
+  EXPECT_TRUE(policy.RequiresPrimary("pg_catalog.txid_current"));
+  EXPECT_TRUE(policy.RequiresPrimary("overloaded"));  // not allowlisted
+}
+
+TEST(FunctionPolicyTest, ReloadReplacesTheCatalogAndSetVolatileKeepsUnknownOnReplicas) {
+  FunctionPolicy policy;
+  EXPECT_FALSE(policy.complete());
+  EXPECT_FALSE(policy.RequiresPrimary("brand_new"));  // fallback: only known volatiles
+  policy.SetCatalog(SampleCatalog());
+  EXPECT_TRUE(policy.RequiresPrimary("brand_new"));
+  EXPECT_TRUE(policy.RequiresPrimary("app_volatile"));
+  // The next load: app_volatile became stable (CREATE OR REPLACE), brand_new exists now.
+  std::vector<CatalogFunction> next;
+  for (CatalogFunction f : SampleCatalog()) {
+    if (f.name == "app_volatile") f.volatility = 's';
+    next.push_back(f);
+  }
+  next.push_back({"brand_new", "public", 'i'});
+  policy.SetCatalog(next);
+  EXPECT_FALSE(policy.RequiresPrimary("app_volatile"));
+  EXPECT_FALSE(policy.RequiresPrimary("brand_new"));
+  EXPECT_TRUE(policy.RequiresPrimary("dropped_and_unknown"));
+  // SetVolatile knows only the volatile ones: everything else may go to replicas.
+  policy.SetVolatile({{"app_volatile", "app"}});
+  EXPECT_FALSE(policy.complete());
+  EXPECT_TRUE(policy.RequiresPrimary("app_volatile"));
+  EXPECT_FALSE(policy.RequiresPrimary("brand_new"));
+  EXPECT_FALSE(policy.RequiresPrimary("dropped_and_unknown"));
+}
+
+// End to end through the classifier and the router's intent: the whole statement goes to the
+// primary when any function in it does.
+TEST(FunctionPolicyTest, StatementsWithACatalogPolicy) {
+  FunctionPolicy policy;
+  policy.SetCatalog(SampleCatalog());
+  struct StatementCase {
+    const char* sql;
+    Target target;
+  };
+  // clang-format off
+  const StatementCase cases[] = {
+      {"SELECT inet_server_port()", kRep},
+      {"SELECT app_stable(1), lower('X'), now()", kRep},
+      {"SELECT count(*) FROM t WHERE app.app_stable(c) > 0", kRep},
+      {"SELECT extract(year FROM now())", kRep},
+      {"SELECT app_volatile()", kPri},
+      {"SELECT lower(app.app_volatile())", kPri},
+      {"SELECT x FROM t WHERE id = (SELECT max_id FROM app_volatile())", kPri},
+      {"SELECT brand_new()", kPri},
+      {"SELECT 1 FROM t WHERE other.app_stable(c)", kPri},
+      {"SELECT \"MixedCase\"()", kPri},
+      {"SELECT 1; SELECT app_volatile()", kPri},
+      {"SELECT 1", kRep},
+  };
+  // clang-format on
+  for (const StatementCase& c : cases) {
+    StatementClass got = Classify(c.sql);
+    EXPECT_EQ(TargetName(TargetOf(got, policy)), std::string(TargetName(c.target))) << c.sql;
+  }
+  FunctionPolicy allowed = policy;
+  allowed.SetAllowlist({"app_volatile", "brand_new"});
+  EXPECT_EQ(TargetOf(Classify("SELECT app_volatile(), brand_new()"), allowed), kRep);
+  EXPECT_EQ(TargetOf(Classify("SELECT app_volatile(), nextval('s')"), allowed), kPri);
+}
+
 }  // namespace
 }  // namespace nerava::routing
