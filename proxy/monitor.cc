@@ -59,6 +59,10 @@ int ChoosePrimary(const routing::ProtocolTopology& topology, Protocol protocol,
   return best;
 }
 
+const std::string& Monitor::Preferred(const LagState& lag) {
+  return lag.preferred.empty() ? lag.sentinel_master : lag.preferred;
+}
+
 Monitor::Monitor(const config::Config& config, TopologyHolder& holder)
     : interval_(config.monitor.interval),
       timeout_(CheckTimeout(config.monitor)),
@@ -109,8 +113,8 @@ void Monitor::PreferPrimary(Protocol protocol, const std::string& node) {
 void Monitor::SetSentinelView(const std::string& master,
                               std::vector<std::string> unusable_replicas) {
   std::lock_guard lock(mutex_);
-  if (redis_lag_.preferred == master && redis_lag_.unusable == unusable_replicas) return;
-  redis_lag_.preferred = master;
+  if (redis_lag_.sentinel_master == master && redis_lag_.unusable == unusable_replicas) return;
+  redis_lag_.sentinel_master = master;
   redis_lag_.unusable = std::move(unusable_replicas);
   holder_.Publish(BuildSnapshotLocked());
 }
@@ -173,7 +177,7 @@ void Monitor::Record(const Slot& slot, const ProbeResult& result,
                  node.name, node.up ? "up" : "down", routing::RoleName(node.role),
                  node.up ? "" : ": " + node.last_error);
   }
-  topology.primary = ChoosePrimary(topology, slot.protocol, primary_region_, lag.preferred);
+  topology.primary = ChoosePrimary(topology, slot.protocol, primary_region_, Preferred(lag));
   if (const NodeState* primary = topology.Primary()) {
     // Another node (or a new timeline) counts positions from another history.
     if (lag.owner != topology.primary || lag.timeline != primary->timeline) {
@@ -233,7 +237,7 @@ routing::TopologySnapshot Monitor::BuildSnapshotLocked() {
   for (auto protocol : {Protocol::kPostgres, Protocol::kRedis}) {
     auto& topology = protocol == Protocol::kPostgres ? state_.postgres : state_.redis;
     LagState& lag = protocol == Protocol::kPostgres ? pg_lag_ : redis_lag_;
-    topology.primary = ChoosePrimary(topology, protocol, primary_region_, lag.preferred);
+    topology.primary = ChoosePrimary(topology, protocol, primary_region_, Preferred(lag));
     const NodeState* primary = topology.Primary();
     ReportPrimaryLocked(protocol, topology, lag);
     const bool history_usable = primary && lag.owner == topology.primary && !lag.watermark.empty();

@@ -65,7 +65,8 @@ class Monitor {
     bool changed = true;    // the snapshot's copy is stale
     // Per node: when its last successful check saw its position (mid-point of the check).
     std::vector<std::chrono::steady_clock::time_point> observed;
-    std::string preferred;     // PreferPrimary
+    std::string preferred;        // PreferPrimary (a switchover's target)
+    std::string sentinel_master;  // SetSentinelView (Redis); PreferPrimary wins over it
     std::string primary_name;  // the primary last published, for change reports
     bool split_brain = false;  // two nodes say they are primary
     std::vector<std::string> unusable;  // Sentinel-flagged replicas (Redis)
@@ -76,6 +77,7 @@ class Monitor {
               std::chrono::steady_clock::time_point started,
               std::chrono::steady_clock::time_point observed);
   routing::TopologySnapshot BuildSnapshotLocked();
+  static const std::string& Preferred(const LagState& lag);
   // Split-brain flag, PRIMARY_REGION mismatch and primary changes: logged and reported.
   void ReportPrimaryLocked(routing::Protocol protocol, routing::ProtocolTopology& topology,
                            LagState& lag);

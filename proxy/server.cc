@@ -22,6 +22,7 @@ Server::Server(config::Config config) : config_(std::move(config)) {}
 Server::~Server() {
   listeners_.clear();
   function_loader_.reset();
+  sentinel_watcher_.reset();  // it calls into monitor_
   monitor_.reset();
   // Destroy the workers (and with their io_contexts, any session frames still pending) while
   // the registries those sessions point to are alive.
@@ -97,6 +98,10 @@ int Server::Run() {
     return 1;
   }
   monitor_->Start();
+  if (config_.redis && !config_.redis->sentinels.empty()) {
+    sentinel_watcher_ = std::make_unique<SentinelWatcher>(config_, *monitor_);
+    sentinel_watcher_->Start();
+  }
   if (function_loader_) function_loader_->Start();
   for (const auto& listener : listeners_) {
     spdlog::info("{}: listening on port {}", listener->name(), listener->port());

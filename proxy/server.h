@@ -18,6 +18,7 @@
 #include "proxy/monitor.h"
 #include "proxy/pg_context.h"
 #include "proxy/redis_context.h"
+#include "proxy/sentinel_watcher.h"
 #include "proxy/session_registry.h"
 #include "proxy/switchover.h"
 #include "proxy/topology_holder.h"
@@ -55,6 +56,7 @@ class Server {
   CancelRegistry cancels_;
   SessionRegistry sessions_;
   std::unique_ptr<Monitor> monitor_;
+  std::unique_ptr<SentinelWatcher> sentinel_watcher_;  // redis.sentinel; feeds monitor_
   std::unique_ptr<Switchover> switchover_;  // switch-primary, pause, resume; failover counts
   std::unique_ptr<FunctionLoader> function_loader_;  // postgres only
   std::shared_ptr<const PgContext> pg_rw_;

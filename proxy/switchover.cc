@@ -225,6 +225,12 @@ SwitchReport Switchover::SwitchRedis(const NodeState& target, bool promote,
     if (target.role != Role::kReplica) {
       return absl::FailedPreconditionError(target.name + " is not a replica; nothing to promote");
     }
+    if (!settings.sentinels.empty()) {
+      // Sentinel would undo a promotion it did not make: it must run the failover itself.
+      return absl::FailedPreconditionError(
+          "Redis is managed by Sentinel (redis.sentinel): run SENTINEL FAILOVER " +
+          settings.sentinel_master + " on a sentinel; the proxy follows it");
+    }
     if (old) {
       // Fence: writes of every client of the old primary wait while the replica catches up.
       const auto pause_ms = std::to_string(Left(deadline).count() + 2000);
