@@ -194,8 +194,8 @@ AdminReply ShowClients(const AdminSources& sources, bool as_json) {
   const auto now = std::chrono::system_clock::now();
   json out = json::array();
   std::vector<std::vector<std::string>> rows = {{"ID", "PROTOCOL", "LISTENER", "PEER", "USER",
-                                                 "DATABASE", "NODE", "STATE", "CONNECTED",
-                                                 "AGE S"}};
+                                                 "DATABASE", "NODE", "STATE", "LAST ROUTE",
+                                                 "CONNECTED", "AGE S"}};
   for (const ClientInfo& client : clients) {
     const double age = std::chrono::duration<double>(now - client.connected_at).count();
     out.push_back({{"id", client.id},
@@ -206,11 +206,12 @@ AdminReply ShowClients(const AdminSources& sources, bool as_json) {
                    {"database", client.database},
                    {"node", client.node},
                    {"state", client.state},
+                   {"last_route", client.route},
                    {"connected_at", Iso8601(client.connected_at)},
                    {"age_seconds", age}});
     rows.push_back({std::to_string(client.id), client.protocol, client.listener, client.peer,
                     client.user, client.database, client.node, client.state,
-                    Iso8601(client.connected_at), Fixed(age, 1)});
+                    client.route.empty() ? "-" : client.route, Iso8601(client.connected_at), Fixed(age, 1)});
   }
   if (as_json) return {true, Dump({{"clients", out}})};
   return {true, Table(rows)};

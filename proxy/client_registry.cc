@@ -28,6 +28,7 @@ std::vector<ClientInfo> ClientRegistry::List() const {
   for (const auto& [id, entry] : entries_) {
     out.push_back(entry->info);
     out.back().state = entry->state.load(std::memory_order_relaxed);
+    out.back().route = entry->route.load(std::memory_order_relaxed);
   }
   return out;
 }
@@ -53,6 +54,15 @@ void ClientRecord::SetLogin(std::string user, std::string database) {
     info.user = std::move(user);
     info.database = std::move(database);
   });
+}
+
+std::string PeerOf(const tcp::socket& socket) {
+  error_code ec;
+  const tcp::endpoint peer = socket.remote_endpoint(ec);
+  if (ec) return "?";
+  const std::string address = peer.address().to_string();
+  return (peer.address().is_v6() ? "[" + address + "]" : address) + ":" +
+         std::to_string(peer.port());
 }
 
 void ClientRecord::SetNode(std::string node) {

@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "proxy/asio.h"
+
 namespace nerava::proxy {
 
 struct ClientInfo {
@@ -25,6 +27,7 @@ struct ClientInfo {
   std::string database;
   std::string node;   // server node the session is connected to, "" before that
   std::string state;  // session state name
+  std::string route;  // why the last request went where it did (RouteReasonName), "" before
   std::chrono::system_clock::time_point connected_at;
 };
 
@@ -33,6 +36,7 @@ class ClientRegistry {
   struct Entry {
     ClientInfo info;                               // guarded by the registry's mutex
     std::atomic<const char*> state{"connecting"};  // a string literal
+    std::atomic<const char*> route{""};            // a string literal (RouteReasonName)
   };
 
   std::shared_ptr<Entry> Add(std::string_view protocol, std::string_view listener,
@@ -54,6 +58,9 @@ class ClientRegistry {
   std::map<uint64_t, std::shared_ptr<Entry>> entries_;
 };
 
+// "address:port" of the socket's peer ("[v6]:port"), "?" when it is already gone.
+std::string PeerOf(const tcp::socket& socket);
+
 // One session's row: added on construction, removed on destruction. A record without a
 // registry (default-constructed) ignores every call.
 class ClientRecord {
@@ -70,6 +77,10 @@ class ClientRecord {
   // `state` must be a string with static storage (a literal): it is stored, not copied.
   void SetState(const char* state) {
     if (entry_) entry_->state.store(state, std::memory_order_relaxed);
+  }
+  // Lock-free, per request: `route` must be a string literal too.
+  void SetRoute(const char* route) {
+    if (entry_) entry_->route.store(route, std::memory_order_relaxed);
   }
 
  private:

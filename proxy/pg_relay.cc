@@ -123,6 +123,7 @@ awaitable<PgServer*> PgRelay::ChooseServer(const routing::StatementClass& batch)
     auto decision = routing::Route(request);
     const routing::NodeState* node = nullptr;
     if (decision.ok() && decision->node >= 0) node = &topology.nodes[decision->node];
+    if (decision.ok() && observer_.on_routed) observer_.on_routed(decision->reason);
     if (decision.ok() && decision->reason == routing::RouteReason::kReadPrimaryFallbackRyw &&
         context_.metrics) {
       context_.metrics->StaleReadAvoided(routing::Protocol::kPostgres).Increment();

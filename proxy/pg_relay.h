@@ -69,6 +69,8 @@ struct PgBatchObserver {
   std::function<void(const PgBackend& server)> on_server_opened;
   // The server that now runs the session's requests changed (cancel requests must follow it).
   std::function<void(const PgBackend& server)> on_active_server;
+  // A batch was routed by the policy (not by a transaction or a pin to its server).
+  std::function<void(routing::RouteReason reason)> on_routed;
 };
 
 class PgRelay {

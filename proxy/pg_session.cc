@@ -68,14 +68,6 @@ const char* StateName(SessionState state) {
   return "closing";
 }
 
-std::string PeerOf(const tcp::socket& socket) {
-  error_code ec;
-  const tcp::endpoint peer = socket.remote_endpoint(ec);
-  if (ec) return "?";
-  const std::string address = peer.address().to_string();
-  return (peer.address().is_v6() ? "[" + address + "]" : address) + ":" +
-         std::to_string(peer.port());
-}
 
 // The read-only listener's sessions are read-only on every server, the primary included, so a
 // write is refused with 25006 wherever it lands: the server's own default, set at start-up
@@ -289,6 +281,9 @@ awaitable<void> PgSession::Run() {
         more_backends_.emplace_back(
             &metrics->BackendConnections(Protocol::kPostgres, server.target.node_name));
       }
+    };
+    observer.on_routed = [this](routing::RouteReason reason) {
+      record_.SetRoute(routing::RouteReasonName(reason));
     };
     observer.on_active_server = [this](const PgBackend& server) {
       context_->cancels->SetTarget(

@@ -6,7 +6,8 @@ absl::StatusOr<std::shared_ptr<const RedisContext>> MakeRedisContext(const confi
                                                                      TopologyHolder* topology,
                                                                      SessionRegistry* sessions,
                                                                      Metrics* metrics,
-                                                                     WriteGate* write_gate) {
+                                                                     WriteGate* write_gate,
+                                                                     ClientRegistry* clients) {
   const config::Redis& redis = *config.redis;
   auto context = std::make_shared<RedisContext>();
   context->settings = redis;
@@ -36,6 +37,7 @@ absl::StatusOr<std::shared_ptr<const RedisContext>> MakeRedisContext(const confi
   context->sessions = sessions;
   context->metrics = metrics;
   context->write_gate = write_gate;
+  context->clients = clients;
   context->route_policy.local_region = config.region;
   context->route_policy.max_lag_seconds =
       std::chrono::duration<double>(redis.max_lag.seconds).count();

@@ -19,6 +19,8 @@ namespace nerava::proxy {
 
 class Metrics;
 
+class ClientRegistry;
+
 struct RedisContext {
   config::Redis settings;
   std::chrono::milliseconds failover_wait{30000};
@@ -28,6 +30,7 @@ struct RedisContext {
   TopologyHolder* topology = nullptr;
   SessionRegistry* sessions = nullptr;
   WriteGate* write_gate = nullptr;  // null: writes never held
+  ClientRegistry* clients = nullptr;  // null: sessions not listed by `show clients`
   Metrics* metrics = nullptr;  // null: nothing counted
   routing::RoutePolicy route_policy;  // read/write splitting (DESIGN §5, §6)
 };
@@ -38,6 +41,7 @@ absl::StatusOr<std::shared_ptr<const RedisContext>> MakeRedisContext(const confi
                                                                      TopologyHolder* topology,
                                                                      SessionRegistry* sessions,
                                                                      Metrics* metrics = nullptr,
-                                                                     WriteGate* write_gate = nullptr);
+                                                                     WriteGate* write_gate = nullptr,
+                                                                     ClientRegistry* clients = nullptr);
 
 }  // namespace nerava::proxy

@@ -84,6 +84,7 @@ void RedisSession::SetState(SessionState state) {
   if (state_ == state) return;
   spdlog::debug("redis: session {} -> {}", StateName(state_), StateName(state));
   state_ = state;
+  record_.SetState(StateName(state));
 }
 
 awaitable<void> RedisSession::Wait(asio::steady_timer& timer) {
@@ -519,6 +520,7 @@ std::optional<routing::NodeState> RedisSession::PickReplica(const routing::Route
   request.policy = &context_->route_policy;
   auto decision = routing::Route(request);
   if (!decision.ok() || decision->node < 0) return std::nullopt;
+  record_.SetRoute(routing::RouteReasonName(decision->reason));
   if (decision->reason == routing::RouteReason::kReadPrimaryFallbackRyw && context_->metrics) {
     context_->metrics->StaleReadAvoided(routing::Protocol::kRedis).Increment();
   }
@@ -532,6 +534,7 @@ std::optional<routing::NodeState> RedisSession::PickReplica(const routing::Route
 
 awaitable<std::shared_ptr<RedisBackend>> RedisSession::PrimaryBackend(bool write,
                                                                        std::string& error) {
+  if (write) record_.SetRoute(routing::RouteReasonName(routing::RouteReason::kWrite));
   WriteGate* gate = write ? context_->write_gate : nullptr;
   const bool held = gate && !write_ticket_ && gate->Holds(true);
   if (held) {

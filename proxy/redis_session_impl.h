@@ -15,6 +15,7 @@
 #include "nerava/routing/router.h"
 #include "proxy/asio.h"
 #include "proxy/byte_buffer.h"
+#include "proxy/client_registry.h"
 #include "proxy/metrics.h"
 #include "proxy/redis_backend.h"
 #include "proxy/redis_commands.h"
@@ -59,6 +60,7 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
  public:
   RedisSession(tcp::socket socket, std::shared_ptr<const RedisContext> context)
       : context_(std::move(context)),
+        record_(context_->clients, "redis", "redis", PeerOf(socket)),
         executor_(socket.get_executor()),
         client_(std::move(socket)),
         requests_(context_->limits, kCaptureArgs, /*capture_bytes=*/64),
@@ -125,6 +127,7 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   awaitable<void> Wait(asio::steady_timer& timer);
 
   std::shared_ptr<const RedisContext> context_;
+  ClientRecord record_;  // `show clients`; before client_: built from the socket before it moves
   asio::any_io_executor executor_;
   Stream client_;
   ByteBuffer client_in_;

@@ -60,7 +60,8 @@ absl::Status Server::Open() {
     }
   }
   if (config_.redis) {
-    auto context = MakeRedisContext(config_, &topology_, &sessions_, metrics_.get(), &gates_.redis);
+    auto context = MakeRedisContext(config_, &topology_, &sessions_, metrics_.get(), &gates_.redis,
+                                    &clients_);
     if (!context.ok()) return context.status();
     redis_ = *context;
     auto listener = Listener::Open(main_io_, "redis", config_.redis->listen,

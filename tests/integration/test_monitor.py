@@ -26,6 +26,7 @@ from typing import Iterator, Optional
 
 import psycopg
 import pytest
+import redis
 
 from tests.harness.topology import APP_DB, APP_USER, wait_until
 from conftest import start_proxy
@@ -277,6 +278,8 @@ def test_queries_clients_and_errors_are_counted(proxy):
                 client["node"], client["state"]) == (
                     "postgres", "pg", APP_USER, APP_DB, "pg-primary", "idle")
         assert client["peer"].startswith("127.0.0.1:")
+        # Why the last statement went where it did: pg_sleep is volatile.
+        assert client["last_route"] == "volatile_function", client
         text = ctl(proxy, "show", "clients")
         assert text.returncode == 0 and "pg-primary" in text.stdout and "PEER" in text.stdout
     after = metrics(proxy)
@@ -556,3 +559,20 @@ def test_readyz_turns_503_when_the_primary_stops(proxy, topology):
         pg.start(pg.primary)
     wait_until("/readyz to answer 200 again", lambda: http_get(proxy, "/readyz")[0] == 200,
                timeout=20)
+
+
+def test_redis_clients_are_listed_with_their_last_route(proxy):
+    r = redis.Redis(host="127.0.0.1", port=proxy.redis_port, socket_timeout=10)
+    try:
+        assert r.set("listed:k", "v")
+        clients = json.loads(ctl(proxy, "show", "clients", "--json").stdout)["clients"]
+        rows = [c for c in clients if c["protocol"] == "redis"]
+        assert len(rows) == 1, clients
+        assert rows[0]["listener"] == "redis" and rows[0]["peer"].startswith("127.0.0.1:")
+        assert rows[0]["last_route"] == "write", rows[0]
+    finally:
+        r.close()
+        r.connection_pool.disconnect()
+    wait_until("the Redis client to leave `show clients`", lambda: not [
+        c for c in json.loads(ctl(proxy, "show", "clients", "--json").stdout)["clients"]
+        if c["protocol"] == "redis"], timeout=10)
