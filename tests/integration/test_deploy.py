@@ -116,7 +116,9 @@ def test_metric_names_against_source():
     assert problems == []
 
 
-def test_metric_checker_catches_mistakes():
+def test_metric_checker_catches_mistakes(monkeypatch):
+    # Every metric the rules use is exported now; a planned one is made up for the checks below.
+    monkeypatch.setitem(check_metrics.PLANNED, "nerava_proxy_future_total", "a later issue")
     exposition = "\n".join([
         "# TYPE nerava_proxy_node_up gauge",
         'nerava_proxy_node_up{protocol="postgres",node="a",role="primary"} 1',
@@ -138,14 +140,14 @@ def test_metric_checker_catches_mistakes():
     assert problems("histogram_quantile(0.99, sum by (le, protocol) "
                     "(rate(nerava_proxy_query_duration_seconds_bucket[5m])))") == []
     assert problems("sum by (pod_region) (nerava_proxy:up:max)") == []
-    assert problems("rate(nerava_proxy_writes_held[5m])") == []  # planned
+    assert problems("rate(nerava_proxy_future_total[5m])") == []  # planned
     assert "not exported" in problems("nerava_proxy_nodes_up == 0")[0]
     assert "recording rule" in problems("nerava_proxy:up:min > 0")[0]
     assert "no label 'region'" in problems('nerava_proxy_node_up{region="x"}')[0]
     assert "groups by 'kind'" in problems("sum by (kind) (nerava_proxy_node_up)")[0]
     assert "no label 'role'" in problems('nerava_proxy:up:max{role="primary"}')[0]
     # A planned metric that is exported must leave the planned list.
-    exported.families["nerava_proxy_writes_held"] = ("gauge", {"protocol"})
+    exported.families["nerava_proxy_future_total"] = ("counter", {"protocol"})
     assert any("delete it from PLANNED" in p for p in problems("nerava_proxy_node_up"))
 
 
