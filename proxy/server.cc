@@ -120,16 +120,17 @@ int Server::Run() {
 
 absl::Status Server::OpenAdmin() {
   metrics_ = std::make_unique<Metrics>(topology_);
-  // Every node has a backend_connections series from the start, 0 until used.
-  if (config_.postgres) {
-    for (const auto& node : config_.postgres->nodes) {
-      metrics_->BackendConnections(routing::Protocol::kPostgres, node.name);
+  // Series exist from the start, 0 until used: rate() and absent() in alert rules need them.
+  for (routing::Protocol protocol : {routing::Protocol::kPostgres, routing::Protocol::kRedis}) {
+    const bool postgres = protocol == routing::Protocol::kPostgres;
+    if (postgres ? !config_.postgres : !config_.redis) continue;
+    for (const auto& node : postgres ? config_.postgres->nodes : config_.redis->nodes) {
+      metrics_->BackendConnections(protocol, node.name);
     }
-  }
-  if (config_.redis) {
-    for (const auto& node : config_.redis->nodes) {
-      metrics_->BackendConnections(routing::Protocol::kRedis, node.name);
-    }
+    metrics_->Failovers(protocol, "planned");
+    metrics_->Failovers(protocol, "unplanned");
+    metrics_->LastFailoverSeconds(protocol);
+    metrics_->StaleReadAvoided(protocol);
   }
   if (config_.admin.http) {
     auto http = HttpServer::Open(main_io_, *config_.admin.http, *metrics_, [this] {
