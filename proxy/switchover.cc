@@ -64,7 +64,7 @@ absl::StatusOr<std::vector<SwitchReport>> Switchover::SwitchPrimary(
     if (nodes.Primary() == chosen) {
       SwitchReport report{protocol, chosen->name, chosen->name};
       report.ok = true;
-      report.steps.push_back(chosen->name + " is already the primary in use: nothing to do");
+      report.Step(chosen->name + " is already the primary in use: nothing to do");
       reports.push_back(std::move(report));
       continue;
     }
@@ -90,7 +90,7 @@ SwitchReport Switchover::Run(Protocol protocol, const NodeState& target,
   SwitchReport report{protocol, old ? old->name : "", target.name};
   WriteGate& gate = protocol == Protocol::kPostgres ? gates_.postgres : gates_.redis;
   const WriteGate::Mode mode_before = gate.mode();
-  const auto started = Clock::now();
+  const auto started = report.started;
   const auto deadline = started + timeout;
   {
     std::lock_guard lock(state_mutex_);
@@ -98,21 +98,21 @@ SwitchReport Switchover::Run(Protocol protocol, const NodeState& target,
   }
   gate.Close(mode_before == WriteGate::Mode::kHoldAll ? mode_before
                                                       : WriteGate::Mode::kHoldWrites);
-  report.steps.push_back("new writes held");
+  report.Step("new writes held");
   if (!gate.WaitDrained(Left(deadline))) {
     report.aborted = gate.AbortActive();
     gate.WaitDrained(std::chrono::seconds(2));
-    report.steps.push_back("aborted the write work of " + std::to_string(report.aborted) +
+    report.Step("aborted the write work of " + std::to_string(report.aborted) +
                            " sessions that did not finish within the timeout");
   } else {
-    report.steps.push_back("write work under way finished");
+    report.Step("write work under way finished");
   }
   absl::Status moved = move(old, report, deadline);
   if (moved.ok()) {
     monitor_.PreferPrimary(protocol, target.name);
     if (WaitPublished(protocol, target.name, deadline + std::chrono::seconds(5))) {
       report.ok = true;
-      report.steps.push_back("writes now go to " + target.name);
+      report.Step("writes now go to " + target.name);
     } else {
       report.error = "the monitor did not see " + target.name + " as the primary in time";
     }
@@ -167,28 +167,35 @@ SwitchReport Switchover::SwitchPostgres(const NodeState& target, bool promote,
         (void)primary->Value("ALTER SYSTEM RESET default_transaction_read_only");
         (void)primary->Value("SELECT pg_reload_conf()");
       };
-      report.steps.push_back("fenced " + old->name + ": default_transaction_read_only = on");
-      auto last = primary->Value("SELECT (pg_current_wal_insert_lsn() - '0/0')::text");
-      if (!last.ok()) {
-        unfence();
-        return last.status();
+      report.Step("fenced " + old->name + ": default_transaction_read_only = on");
+      // A marker transaction, committed (and flushed) after every acknowledged one: once the
+      // standby sees it committed it has replayed them all, WAL being replayed in order. (An
+      // LSN comparison can wait for a record that never comes when the insert position sits
+      // past a page header.)
+      std::string marker;
+      for (const char* sql : {"BEGIN READ WRITE", "SET LOCAL synchronous_commit = on",
+                              "SELECT pg_current_xact_id()::text", "COMMIT"}) {
+        auto done = primary->Value(sql);
+        if (!done.ok()) {
+          (void)primary->Value("ROLLBACK");
+          unfence();
+          return done.status();
+        }
+        if (!done->empty()) marker = *done;
       }
-      const uint64_t wanted = ToU64(*last);
-      uint64_t replayed = 0;
-      while (Clock::now() < deadline) {
-        auto position = standby->Value("SELECT (pg_last_wal_replay_lsn() - '0/0')::text");
-        if (!position.ok()) break;
-        replayed = ToU64(*position);
-        if (replayed >= wanted) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      const std::string probe = "SELECT pg_xact_status('" + marker + "'::xid8)";
+      bool replayed = false;
+      while (!replayed && Clock::now() < deadline) {
+        auto status = standby->Value(probe);  // an error: "in the future", not replayed yet
+        replayed = status.ok() && *status == "committed";
+        if (!replayed) std::this_thread::sleep_for(std::chrono::milliseconds(2));
       }
-      if (replayed < wanted) {
+      if (!replayed) {
         unfence();
         return absl::DeadlineExceededError(target.name + " did not replay " + old->name +
-                                           "'s last position in time (" +
-                                           std::to_string(wanted - replayed) + " bytes behind)");
+                                           "'s last commit in time");
       }
-      report.steps.push_back(target.name + " replayed " + old->name + "'s last position");
+      report.Step(target.name + " replayed " + old->name + "'s last commit (xid " + marker + ")");
     }
     auto promoted = standby->Value("SELECT pg_promote(true, 30)");
     if (!promoted.ok()) return promoted.status();
@@ -197,9 +204,9 @@ SwitchReport Switchover::SwitchPostgres(const NodeState& target, bool promote,
     (void)standby->Value("ALTER SYSTEM RESET default_transaction_read_only");
     (void)standby->Value("SELECT pg_reload_conf()");
     report.promoted = true;
-    report.steps.push_back("promoted " + target.name);
+    report.Step("promoted " + target.name);
     if (old) {
-      report.steps.push_back(old->name + " stays up, fenced read-only, on the old timeline; no "
+      report.Step(old->name + " stays up, fenced read-only, on the old timeline; no "
                              "writes reach it (demote it with pg_rewind + standby.signal)");
     }
     return absl::OkStatus();
@@ -237,7 +244,7 @@ SwitchReport Switchover::SwitchRedis(const NodeState& target, bool promote,
       if (auto paused = command(*old, "CLIENT PAUSE " + pause_ms + " WRITE"); !paused.ok()) {
         return paused.status();
       }
-      report.steps.push_back("paused writes on " + old->name + " (CLIENT PAUSE WRITE)");
+      report.Step("paused writes on " + old->name + " (CLIENT PAUSE WRITE)");
       auto info = command(*old, "INFO replication");
       if (!info.ok()) return info.status();
       const uint64_t wanted = ToU64(InfoField(*info, "master_repl_offset"));
@@ -254,18 +261,18 @@ SwitchReport Switchover::SwitchRedis(const NodeState& target, bool promote,
         return absl::DeadlineExceededError(target.name + " did not reach " + old->name +
                                            "'s replication offset in time");
       }
-      report.steps.push_back(target.name + " reached " + old->name + "'s replication offset");
+      report.Step(target.name + " reached " + old->name + "'s replication offset");
     }
     if (auto done = command(target, "REPLICAOF NO ONE"); !done.ok()) return done.status();
     report.promoted = true;
-    report.steps.push_back("promoted " + target.name + " (REPLICAOF NO ONE)");
+    report.Step("promoted " + target.name + " (REPLICAOF NO ONE)");
     if (old) {
       auto follow = command(*old, "REPLICAOF " + target.host + " " + std::to_string(target.port));
       (void)command(*old, "CLIENT UNPAUSE");
       if (follow.ok()) {
-        report.steps.push_back(old->name + " now replicates from " + target.name);
+        report.Step(old->name + " now replicates from " + target.name);
       } else {
-        report.steps.push_back("could not make " + old->name + " a replica: " +
+        report.Step("could not make " + old->name + " a replica: " +
                                std::string(follow.status().message()));
       }
     }

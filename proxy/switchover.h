@@ -37,8 +37,16 @@ struct SwitchReport {
   bool promoted = false;
   double writes_held_ms = 0;
   int aborted = 0;  // sessions whose write work did not finish in time
-  std::vector<std::string> steps;  // what was done, for the operator
+  std::vector<std::string> steps;  // what was done and when, for the operator
   std::string error;               // when !ok
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+
+  // Records a step with the milliseconds since the switchover started.
+  void Step(const std::string& what) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - started);
+    steps.push_back("+" + std::to_string(ms.count()) + " ms: " + what);
+  }
 };
 
 class Switchover {
