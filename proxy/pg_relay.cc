@@ -57,7 +57,7 @@ void PgRelay::RequestShutdown() {
   Wake();
 }
 
-void PgRelay::Wake() { work_signal_.cancel(); }
+void PgRelay::Wake() { work_signal_.Notify(); }
 
 void PgRelay::CloseServers() {
   for (auto& [name, server] : servers_) server->backend->stream.Close();
@@ -358,44 +358,66 @@ awaitable<void> PgRelay::ServersToClient() {
 
 awaitable<bool> PgRelay::WaitForWork() {
   // Idle: wake for a new batch, or for what the primary sends on its own (NOTIFY for a LISTEN,
-  // a FATAL before it closes). Waiting for readability consumes nothing, so it is safe to abandon.
-  work_signal_.expires_at(asio::steady_timer::time_point::max());
-  PgServer* watched = in_flight_.empty() ? primary_ : nullptr;
-  if (!watched || watched->lost || !watched->backend->buffer.empty()) {
-    co_await work_signal_.async_wait(kNoThrow);
+  // a FATAL before it closes), which its readability watch reports.
+  PgServer* watched = primary_;
+  const bool watchable = watched && !watched->lost && watched->backend->buffer.empty();
+  if (watchable) WatchForAsyncMessages(*watched);
+  if (!watchable || !watched->async_readable) co_await work_signal_.Wait();
+  PgServer* primary = primary_;  // the servers may have changed meanwhile
+  if (!primary || primary->lost || !primary->async_readable || !in_flight_.empty() ||
+      shutdown_requested_) {
     co_return true;
   }
-  auto woke = co_await (work_signal_.async_wait(kNoThrow) ||
-                        watched->backend->stream.socket().async_wait(
-                            tcp::socket::wait_read, kNoThrow));
-  if (woke.index() == 1 && in_flight_.empty() && !shutdown_requested_ && !watched->lost) {
-    // Asynchronous messages: forward them whole, as they are.
-    PgServer& primary = *watched;
-    const ReadResult read = co_await ReadServer(primary);
-    if (read == ReadResult::kEnd) co_return false;
-    if (read == ReadResult::kLost) co_return true;  // idle: nothing owed to the client
-    ByteBuffer& in = primary.backend->buffer;
-    size_t used = 0;
-    for (;;) {
-      auto piece = primary.framer.Next(in.data().substr(used));
-      if (!piece.ok() || piece->kind == pg::Piece::Kind::kNeedMore) break;
-      if (piece->starts_message) primary.tracker.OnReply(piece->type);
-      if (piece->type == pg::msg::kErrorResponse) server_sent_fatal_ = true;
-      used += piece->size;
-    }
-    if (used > 0) {
-      client_stream_clean_ = false;
-      auto [ec, n] = co_await client_.Write(asio::buffer(in.data().data(), used));
-      if (ec) co_return false;
-      in.Consume(used);
-      client_stream_clean_ = !primary.framer.in_message();
-    }
+  // Asynchronous messages: forward them whole, as they are.
+  const ReadResult read = co_await ReadServer(*primary);
+  if (read == ReadResult::kEnd) co_return false;
+  if (read == ReadResult::kLost) co_return true;  // idle: nothing owed to the client
+  ByteBuffer& in = primary->backend->buffer;
+  size_t used = 0;
+  for (;;) {
+    auto piece = primary->framer.Next(in.data().substr(used));
+    if (!piece.ok() || piece->kind == pg::Piece::Kind::kNeedMore) break;
+    if (piece->starts_message) primary->tracker.OnReply(piece->type);
+    if (piece->type == pg::msg::kErrorResponse) server_sent_fatal_ = true;
+    used += piece->size;
+  }
+  if (used > 0) {
+    client_stream_clean_ = false;
+    auto [ec, n] = co_await client_.Write(asio::buffer(in.data().data(), used));
+    if (ec) co_return false;
+    in.Consume(used);
+    client_stream_clean_ = !primary->framer.in_message();
   }
   co_return true;
 }
 
+void PgRelay::WatchForAsyncMessages(PgServer& server) {
+  if (server.watch_armed || server.async_readable) return;
+  server.watch_armed = true;
+  std::weak_ptr<PgRelay*> self = self_;
+  PgServer* watched = &server;
+  server.backend->stream.socket().async_wait(
+      tcp::socket::wait_read, [self, watched](error_code ec) {
+        if (auto relay = self.lock(); relay && *relay) (*relay)->OnServerReadable(watched, ec);
+      });
+}
+
+void PgRelay::OnServerReadable(PgServer* server, error_code ec) {
+  // Only a connection the session still has counts (a lost one may be destroyed already).
+  const bool live = std::any_of(servers_.begin(), servers_.end(),
+                                [server](const auto& entry) { return entry.second.get() == server; });
+  if (!live) return;
+  server->watch_armed = false;
+  // While a batch is in flight the reply loop reads the servers anyway; the next idle wait
+  // re-arms the watch (and it fires at once if the server sent more).
+  if (ec || !in_flight_.empty()) return;
+  server->async_readable = true;
+  Wake();
+}
+
 awaitable<PgRelay::ReadResult> PgRelay::ReadServer(PgServer& server) {
   ByteBuffer& in = server.backend->buffer;
+  server.async_readable = false;  // this read takes what made it readable
   auto space = in.Prepare(ReadSize(in, server.framer, context_.limits.max_message));
   auto [ec, n] = co_await server.backend->stream.ReadSome(space);
   if (!ec) {

@@ -36,6 +36,7 @@
 #include "proxy/pg_backend.h"
 #include "proxy/pg_context.h"
 #include "proxy/stream.h"
+#include "proxy/wake_signal.h"
 #include "proxy/write_gate.h"
 
 namespace nerava::proxy {
@@ -56,6 +57,10 @@ struct PgServer {
   // Named prepared statements this server has, with the session's version of each.
   std::map<std::string, uint64_t, std::less<>> prepared;
   bool writing = false;  // a write to the server is under way (both loops may write)
+  // The idle session watches its primary for messages of its own (NOTIFY, a FATAL): the wait
+  // stays armed across batches, since arming it costs a syscall.
+  bool watch_armed = false;
+  bool async_readable = false;  // the watch fired while the session was idle
   bool lost = false;     // the connection broke; kept only while batches still refer to it
 };
 
@@ -104,6 +109,8 @@ class PgRelay {
   awaitable<void> ServersToClient();
   awaitable<bool> ForwardRepliesOf(PgServer& server);
   awaitable<bool> WaitForWork();
+  void WatchForAsyncMessages(PgServer& server);
+  void OnServerReadable(PgServer* server, error_code ec);
   enum class ReadResult { kOk, kLost, kEnd };
   awaitable<ReadResult> ReadServer(PgServer& server);
   // Sends the server's `out`, one writer at a time (the reply loop writes retries too).
@@ -191,7 +198,7 @@ class PgRelay {
   ByteBuffer& client_in_;
   pg::Framer client_framer_;
   PgBatchObserver observer_;
-  asio::steady_timer work_signal_;  // wakes the idle reply loop
+  WakeSignal work_signal_;  // wakes the idle reply loop
 
   Login login_;
   std::map<std::string, std::unique_ptr<PgServer>> servers_;  // by node name

@@ -4,6 +4,11 @@
 
 namespace nerava::proxy {
 
+Stream::Stream(tcp::socket socket) : impl_(std::move(socket)) {
+  error_code ignored;
+  std::get<tcp::socket>(impl_).non_blocking(true, ignored);
+}
+
 awaitable<std::tuple<error_code, size_t>> Stream::ReadSome(asio::mutable_buffer buffer) {
   if (auto* tls = std::get_if<TlsSocket>(&impl_)) {
     co_return co_await tls->async_read_some(buffer, kNoThrow);

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "proxy/asio.h"
 
@@ -12,7 +13,8 @@ namespace nerava::proxy {
 
 class Stream {
  public:
-  explicit Stream(tcp::socket socket) : impl_(std::move(socket)) {}
+  // The socket is switched to non-blocking mode: writes are first tried in place (below).
+  explicit Stream(tcp::socket socket);
 
   awaitable<std::tuple<error_code, size_t>> ReadSome(asio::mutable_buffer buffer);
   awaitable<std::tuple<error_code, size_t>> Write(asio::const_buffer buffer);
@@ -21,7 +23,32 @@ class Stream {
     if (auto* tls = std::get_if<TlsSocket>(&impl_)) {
       co_return co_await asio::async_write(*tls, buffers, kNoThrow);
     }
-    co_return co_await asio::async_write(std::get<tcp::socket>(impl_), buffers, kNoThrow);
+    // A socket with room takes the whole write at once: sending it in place saves the
+    // completion's trip through the scheduler (a post and an extra epoll_wait per write).
+    tcp::socket& plain = std::get<tcp::socket>(impl_);
+    if (!plain.non_blocking()) co_return co_await asio::async_write(plain, buffers, kNoThrow);
+    const size_t total = asio::buffer_size(buffers);
+    error_code ec;
+    const size_t sent = plain.write_some(buffers, ec);
+    if (!ec && sent == total) co_return std::tuple{ec, sent};
+    if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+      co_return std::tuple{ec, size_t{0}};
+    }
+    // The rest when the socket drains.
+    auto rest = asio::buffer_sequence_begin(buffers);
+    std::vector<asio::const_buffer> remaining;
+    size_t skip = ec ? 0 : sent;
+    for (auto it = rest; it != asio::buffer_sequence_end(buffers); ++it) {
+      asio::const_buffer piece(*it);
+      if (skip >= piece.size()) {
+        skip -= piece.size();
+        continue;
+      }
+      remaining.push_back(piece + skip);
+      skip = 0;
+    }
+    auto [write_ec, n] = co_await asio::async_write(plain, remaining, kNoThrow);
+    co_return std::tuple{write_ec, (ec ? 0 : sent) + n};
   }
 
   // Upgrades a plain stream in place (server or client side). On failure the stream is TLS but
