@@ -127,6 +127,7 @@ void RedisSection(YAML::Emitter& out, const Redis& r) {
   Field(out, "max_pipeline", r.max_pipeline);
   Field(out, "max_client_connections", r.max_client_connections);
   Field(out, "connect_timeout", FormatDuration(r.connect_timeout));
+  Field(out, "shared_connections", r.shared_connections);
   if (!r.sentinels.empty() || !r.sentinel_master.empty()) {
     out << YAML::Key << "sentinel" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "addresses" << YAML::Value << YAML::Flow << YAML::BeginSeq;

@@ -448,7 +448,7 @@ class Parser {
     Map m(errors_, node, "redis",
           {"listen", "nodes", "password", "backend_username", "backend_password", "tls",
            "backend_tls", "backend_root_cert", "max_lag", "max_pipeline", "max_client_connections",
-           "connect_timeout", "sentinel"});
+           "connect_timeout", "shared_connections", "sentinel"});
     EndpointField(m, "listen", r.listen);
     Nodes(m, r.nodes);
     String(m, "password", r.password);
@@ -461,6 +461,7 @@ class Parser {
     Int(m, "max_pipeline", r.max_pipeline, 1, std::numeric_limits<int>::max());
     Int(m, "max_client_connections", r.max_client_connections, 1, std::numeric_limits<int>::max());
     Duration(m, "connect_timeout", r.connect_timeout);
+    Bool(m, "shared_connections", r.shared_connections);
     if (const YAML::Node* n = m.Find("sentinel")) {
       Map s(errors_, *n, m.PathOf("sentinel"), {"addresses", "master"});
       List(s, "addresses", [&](const YAML::Node& item, const std::string& path) {

@@ -16,8 +16,11 @@ awaitable<void> RedisSession::WriteReplies() {
     if (client_owner_) {
       source = client_owner_;  // finish the value half written to the client first
     } else if (!pending_.empty()) {
-      source = pending_.front().backend;
-      local = source == nullptr;
+      const Pending& head = pending_.front();
+      source = head.backend;
+      // A shared connection's reply with nothing here yet: wait for it (null source).
+      local = source == nullptr &&
+              (!head.shared || head.shared->done || !head.shared->bytes.empty());
     } else if (stop_reading_) {
       break;
     } else if (last_backend_ && !last_backend_->broken) {
@@ -43,20 +46,35 @@ awaitable<void> RedisSession::WriteReplies() {
 awaitable<bool> RedisSession::WriteLocal() {
   std::string out;
   bool close_after = false;
+  std::shared_ptr<SharedReply> piece;  // a large shared reply still arriving
   while (!pending_.empty() && !pending_.front().backend && !close_after) {
-    out += pending_.front().local;
-    close_after = pending_.front().close_after;
+    const Pending& head = pending_.front();
+    if (head.shared) {
+      if (head.shared->broken) co_return false;  // cut half way: the client cannot resync
+      out += head.shared->bytes;
+      head.shared->bytes.clear();
+      if (!head.shared->done) {
+        piece = head.shared;
+        break;
+      }
+    } else {
+      out += head.local;
+    }
+    close_after = head.close_after;
     PopHead();
   }
   client_writing_ = true;
   auto [ec, n] = co_await client_.Write(asio::buffer(out));
   client_writing_ = false;
+  if (piece && piece->on_drained) piece->on_drained();
   co_return !ec && !close_after;
 }
 
 void RedisSession::PopHead() {
   const Pending& head = pending_.front();
   if (head.write || head.on_ok) --unacknowledged_;
+  if (head.backend) --dedicated_in_flight_;
+  if (head.shared) --shared_in_flight_;
   if (unacknowledged_ == 0 && !in_multi_) write_ticket_.reset();  // MULTI: until EXEC
   // Read-your-writes: the write is acknowledged now that its reply is here; a watermark sample
   // taken from now on includes it.
@@ -203,6 +221,7 @@ bool RedisSession::FailBackend(RedisBackend& backend) {
     if (entry.backend.get() != &backend) continue;
     affected = true;
     entry.backend.reset();
+    --dedicated_in_flight_;
     if (!entry.swallow) {
       // TRYAGAIN: the node went away (failover, restart); whether the command ran is unknown.
       redis::AppendError(entry.local, "TRYAGAIN connection to Redis node \"" + backend.node_name +

@@ -253,6 +253,10 @@ awaitable<void> RedisSession::Decide(bool complete) {
     stop_reading_ = true;
     co_return;
   }
+  // Connection-level settings (CLIENT REPLY, NO-TOUCH...) would not hold on a shared connection.
+  if (name == "CLIENT" || name == "MONITOR" || name == "READONLY" || name == "READWRITE") {
+    may_share_ = false;
+  }
   if (name == "AUTH" || name == "HELLO" || name == "SELECT" || (name == "CLIENT" && argc == 3)) {
     action_ = Action::kWhole;
     co_return;
@@ -299,6 +303,19 @@ awaitable<void> RedisSession::Decide(bool complete) {
   routing::RouteIntent intent = routing::IntentFor(command);
   // Opening a pin on a replica would leave MULTI or tracking there: the primary takes it.
   if (multi || watching || pubsub || tracking) intent.replica_ok = false;
+  if (!multi && !watching && !pubsub && !tracking && CanShare(command, complete)) {
+    if (std::shared_ptr<RedisSharedLink> link = SharedLinkFor(intent)) {
+      std::weak_ptr<RedisSession> self = weak_from_this();
+      entry.shared = link->Send(client_in_.data().substr(pos_, request_fed_), [self] {
+        if (auto session = self.lock()) session->writer_wake_.cancel();
+      });
+      Enqueue(std::move(entry));
+      co_return;  // kDrop: the bytes went to the link
+    }
+  }
+  // Requests on a shared connection first, so that this one runs after them.
+  if (shared_in_flight_ > 0) co_await Flush();
+  while (shared_in_flight_ > 0 && !shutdown_requested_) co_await Wait(reader_wake_);
   std::string error;
   auto target = co_await Target(intent, error);
   if (!target) {
@@ -478,7 +495,7 @@ awaitable<std::shared_ptr<RedisBackend>> RedisSession::Target(const routing::Rou
                                                               std::string& error) {
   if (Pinned()) {
     if (!pin_->broken) {
-      CountQuery(*pin_);
+      CountQuery(pin_->node_name);
       co_return pin_;
     }
     error = "TRYAGAIN connection to Redis node \"" + pin_->node_name + "\" was lost";
@@ -502,14 +519,20 @@ awaitable<std::shared_ptr<RedisBackend>> RedisSession::Target(const routing::Rou
   if (!backend) backend = co_await PrimaryBackend(!intent.replica_ok && !intent.session_state, error);
   if (!backend) co_return nullptr;
   co_await BringUpToDate(backend);
-  CountQuery(*backend);
+  CountQuery(backend->node_name);
   co_return backend;
 }
 
 // The replica Route() picks for a read, or nullopt for the primary.
 std::optional<routing::NodeState> RedisSession::PickReplica(const routing::RouteIntent& intent) {
   auto snapshot = context_->topology->Get();
-  const routing::ProtocolTopology& topology = snapshot->redis;
+  const routing::NodeState* node = ChooseReplica(intent, snapshot->redis);
+  if (node == nullptr) return std::nullopt;
+  return *node;
+}
+
+const routing::NodeState* RedisSession::ChooseReplica(const routing::RouteIntent& intent,
+                                                      const routing::ProtocolTopology& topology) {
   routing::SessionRouteState session = route_state_;
   // A write (or SELECT...) still unanswered: no sample can show it replayed yet.
   if (unacknowledged_ > 0) session.last_write_ack = routing::RouteClock::time_point::max();
@@ -519,17 +542,17 @@ std::optional<routing::NodeState> RedisSession::PickReplica(const routing::Route
   request.topology = &topology;
   request.policy = &context_->route_policy;
   auto decision = routing::Route(request);
-  if (!decision.ok() || decision->node < 0) return std::nullopt;
+  if (!decision.ok() || decision->node < 0) return nullptr;
   record_.SetRoute(routing::RouteReasonName(decision->reason));
   if (decision->reason == routing::RouteReason::kReadPrimaryFallbackRyw && context_->metrics) {
     context_->metrics->StaleReadAvoided(routing::Protocol::kRedis).Increment();
   }
   const routing::NodeState& node = topology.nodes[static_cast<size_t>(decision->node)];
-  if (node.role != routing::Role::kReplica) return std::nullopt;
+  if (node.role != routing::Role::kReplica) return nullptr;
   if (node.name == avoid_node_ && std::chrono::steady_clock::now() < avoid_until_) {
-    return std::nullopt;
+    return nullptr;
   }
-  return node;
+  return &node;
 }
 
 awaitable<std::shared_ptr<RedisBackend>> RedisSession::PrimaryBackend(bool write,
@@ -620,21 +643,49 @@ awaitable<void> RedisSession::BringUpToDate(const std::shared_ptr<RedisBackend>&
   }
 }
 
-void RedisSession::CountQuery(const RedisBackend& backend) {
+bool RedisSession::CanShare(const routing::RedisCommandClass& command, bool complete) const {
+  static const RedisConnState kFresh;
+  return context_->settings.shared_connections && may_share_ && complete &&
+         state_ == SessionState::kReady && !Pinned() && dedicated_in_flight_ == 0 &&
+         command.kind == routing::RedisKind::kRead && command.first_key.has_value() &&
+         (command.flags & routing::kRedisBlocking) == 0 && command.pin_begin == 0 &&
+         conn_.auth == kFresh.auth && conn_.protocol == kFresh.protocol &&
+         conn_.name == kFresh.name && (conn_.db == kFresh.db || conn_.db.empty());
+}
+
+std::shared_ptr<RedisSharedLink> RedisSession::SharedLinkFor(const routing::RouteIntent& intent) {
+  auto snapshot = context_->topology->Get();  // one snapshot for the whole decision
+  const routing::ProtocolTopology& topology = snapshot->redis;
+  const routing::NodeState* node = intent.replica_ok ? ChooseReplica(intent, topology) : nullptr;
+  if (node == nullptr) node = topology.Primary();
+  if (node == nullptr) return nullptr;
+  std::shared_ptr<RedisSharedLink> link = RedisSharedLink::For(*node, *context_, executor_);
+  if (link) CountQuery(node->name, node->role == routing::Role::kReplica);
+  return link;
+}
+
+void RedisSession::CountQuery(std::string_view node_name) {
   if (context_->metrics == nullptr) return;
   auto snapshot = context_->topology->Get();
-  std::string_view route = "primary";
+  bool replica = false;
   for (const routing::NodeState& node : snapshot->redis.nodes) {
-    if (node.name == backend.node_name && node.role == routing::Role::kReplica) route = "replica";
+    if (node.name == node_name && node.role == routing::Role::kReplica) replica = true;
   }
-  std::string key = std::string(route) + "/" + backend.node_name;
-  auto it = query_counters_.find(key);
-  if (it == query_counters_.end()) {
-    prometheus::Counter* counter =
-        &context_->metrics->Queries(routing::Protocol::kRedis, route, backend.node_name);
-    it = query_counters_.emplace(std::move(key), counter).first;
+  CountQuery(node_name, replica);
+}
+
+void RedisSession::CountQuery(std::string_view node_name, bool replica) {
+  if (context_->metrics == nullptr) return;
+  for (const QueryCounter& known : query_counters_) {
+    if (known.replica == replica && known.node == node_name) {
+      known.counter->Increment();
+      return;
+    }
   }
-  it->second->Increment();
+  prometheus::Counter* counter = &context_->metrics->Queries(
+      routing::Protocol::kRedis, replica ? "replica" : "primary", std::string(node_name));
+  query_counters_.push_back({std::string(node_name), replica, counter});
+  counter->Increment();
 }
 
 awaitable<void> RedisSession::Append(const std::shared_ptr<RedisBackend>& target,
@@ -673,6 +724,8 @@ awaitable<void> RedisSession::Flush() {
 
 void RedisSession::Enqueue(Pending entry) {
   if (entry.write || entry.on_ok) ++unacknowledged_;
+  if (entry.backend) ++dedicated_in_flight_;
+  if (entry.shared) ++shared_in_flight_;
   // The writer may be waiting for pushes on another connection: wake it for this entry.
   if (idle_reading_ != nullptr && entry.backend.get() != idle_reading_) {
     idle_reading_->stream.Cancel();

@@ -20,6 +20,7 @@
 #include "proxy/redis_backend.h"
 #include "proxy/redis_commands.h"
 #include "proxy/redis_context.h"
+#include "proxy/redis_shared_link.h"
 #include "proxy/stream.h"
 
 namespace nerava::proxy::redis_session {
@@ -54,6 +55,8 @@ struct Pending {
   std::optional<RedisStateChange> on_ok;
   // May change data: its reply is the write's acknowledgement (read-your-writes).
   bool write = false;
+  // A read sent over the worker's shared connection (backend null): its reply arrives here.
+  std::shared_ptr<SharedReply> shared;
 };
 
 class RedisSession : public std::enable_shared_from_this<RedisSession> {
@@ -98,6 +101,9 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   awaitable<std::shared_ptr<RedisBackend>> Target(const routing::RouteIntent& intent,
                                                   std::string& error);
   std::optional<routing::NodeState> PickReplica(const routing::RouteIntent& intent);
+  // The same on a snapshot the caller holds: a node of `topology`, or null for the primary.
+  const routing::NodeState* ChooseReplica(const routing::RouteIntent& intent,
+                                          const routing::ProtocolTopology& topology);
   // The primary's connection; a write first passes the write gate and takes a ticket.
   awaitable<std::shared_ptr<RedisBackend>> PrimaryBackend(bool write, std::string& error);
   void AbortWrites();
@@ -105,7 +111,12 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
                                                       std::string& error);
   // Replays the session's connection state on a backend that missed a change (SELECT, HELLO...).
   awaitable<void> BringUpToDate(const std::shared_ptr<RedisBackend>& backend);
-  void CountQuery(const RedisBackend& backend);
+  void CountQuery(std::string_view node_name);  // looks the node's role up
+  void CountQuery(std::string_view node_name, bool replica);
+  // A read the worker's shared connection may carry (see redis_shared_link.h).
+  bool CanShare(const routing::RedisCommandClass& command, bool complete) const;
+  // The shared connection to the node a read goes to; null when it is not open (yet).
+  std::shared_ptr<RedisSharedLink> SharedLinkFor(const routing::RouteIntent& intent);
   awaitable<std::optional<routing::NodeState>> WaitPrimary();
   awaitable<void> Append(const std::shared_ptr<RedisBackend>& target, std::string_view bytes);
   awaitable<void> AppendOwned(const std::shared_ptr<RedisBackend>& target, std::string bytes);
@@ -157,12 +168,22 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   routing::SessionRouteState route_state_;  // last_write_ack: when a write's reply arrived
   std::optional<WriteGate::Ticket> write_ticket_;  // while writes are unanswered
   int64_t unacknowledged_ = 0;  // pending writes and state changes: reads stay on the primary
+  // Requests in flight on the session's own connections and on shared ones. A session uses
+  // one kind at a time, so that its requests run in the order it sent them.
+  int64_t dedicated_in_flight_ = 0;
+  int64_t shared_in_flight_ = 0;
+  bool may_share_ = true;  // false once the client used CLIENT, MONITOR...
   uint64_t conn_generation_ = 0;  // bumped whenever conn_ changes (backends catch up lazily)
   std::shared_ptr<const routing::RedisCommandTable> commands_;
   uint64_t commands_generation_ = 0;
   std::string avoid_node_;  // a replica that just refused a connection, until avoid_until_
   std::chrono::steady_clock::time_point avoid_until_{};
-  std::map<std::string, prometheus::Counter*, std::less<>> query_counters_;
+  struct QueryCounter {
+    std::string node;
+    bool replica;
+    prometheus::Counter* counter;
+  };
+  std::vector<QueryCounter> query_counters_;  // a handful: one per node and role
 
   // Writer.
   std::deque<Pending> pending_;

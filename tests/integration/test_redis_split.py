@@ -443,6 +443,104 @@ def test_select_is_replayed_on_the_replica(proxy, topology):
     assert command_calls(topology, replica, "get") == 3
 
 
+# ------------------------------------------------------------------- shared server connections
+
+
+def server_connections_running(topology, node, command: str) -> list[dict]:
+    """The connections of `node` whose last command was `command` (CLIENT LIST)."""
+    me = node_client(topology, node)
+    return [c for c in me.client_list() if c.get("cmd") == command]
+
+
+def test_plain_reads_of_many_clients_share_a_server_connection(proxy, topology):
+    rc = topology.redis
+    replica = rc.replicas[0]
+    direct = node_client(topology, rc.primary)
+    clients_n, reads = 24, 150
+    for i in range(clients_n):
+        direct.set(f"sh:{i}", f"value-{i}")
+    replicated(topology, f"sh:{clients_n - 1}", f"value-{clients_n - 1}".encode())
+    # The first read of a worker opens its shared connection in the background (that read and
+    # those right behind it use the client's own connection): open them before counting.
+    for _ in range(4):  # sessions go round-robin over the workers
+        warm = client(proxy, single_connection_client=True)
+        assert warm.get("sh:0") == b"value-0"
+    time.sleep(0.5)
+    opened_before = int(node_client(topology, replica).info("stats")["total_connections_received"])
+    errors: list[str] = []
+    clients = [client(proxy, single_connection_client=True) for _ in range(clients_n)]
+    start = threading.Barrier(clients_n)
+
+    def reader(i: int) -> None:
+        c = clients[i]
+        start.wait(timeout=20)
+        for n in range(reads):
+            got = c.get(f"sh:{i}")
+            if got != f"value-{i}".encode():  # another client's reply would show here
+                errors.append(f"client {i} read {got!r} at {n}")
+                return
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(clients_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors[:5]
+    # The replica served them all over the shared connections: 24 new clients made no new
+    # server connections (24 without sharing); the INFO client that counts them is 1.
+    opened = int(node_client(topology, replica).info("stats")["total_connections_received"])
+    opened -= opened_before
+    getters = server_connections_running(topology, replica, "get")
+    print(f"\n{clients_n} clients x {reads} GETs: {opened} new replica connections, "
+          f"{len(getters)} connections ran GET")
+    assert opened <= 3, opened
+
+
+def test_a_client_in_resp3_or_another_db_keeps_its_own_connection(proxy, topology):
+    rc = topology.redis
+    node_client(topology, rc.primary).hset("sh:h", mapping={"a": "1"})
+    node_client(topology, rc.primary, db=3).set("sh:db3", "three")
+    wait_until("sh:db3 on the replica",
+               lambda: node_client(topology, rc.replicas[0], db=3).get("sh:db3") == b"three")
+    wait_until("sh:h on the replica",
+               lambda: node_client(topology, rc.replicas[0]).hget("sh:h", "a") == b"1")
+    # RESP3: HGETALL answers with a map ('%'), which a shared RESP2 connection would not.
+    with socket.create_connection(("127.0.0.1", proxy.redis_port), timeout=10) as s:
+        s.sendall(b"HELLO 3\r\n")
+        hello = b""
+        while b"modules" not in hello:
+            hello += s.recv(65536)
+        s.sendall(b"*2\r\n$7\r\nHGETALL\r\n$4\r\nsh:h\r\n")
+        reply = s.recv(65536)
+        assert reply.startswith(b"%1\r\n"), reply
+    # Another database: the read must not run in db 0.
+    c = client(proxy, db=3, single_connection_client=True)
+    for _ in range(20):
+        assert c.get("sh:db3") == b"three"
+
+
+def test_a_lost_shared_connection_is_replaced(proxy, topology):
+    rc = topology.redis
+    replica = rc.replicas[0]
+    node_client(topology, rc.primary).set("sh:lost", "v")
+    replicated(topology, "sh:lost", b"v")
+    c = client(proxy, single_connection_client=True)
+    for _ in range(20):
+        assert c.get("sh:lost") == b"v"
+    killed = 0
+    for conn in server_connections_running(topology, replica, "get"):
+        killed += node_client(topology, replica).client_kill_filter(_id=conn["id"])
+    assert killed >= 1
+    # Nothing was in flight: every read succeeds, on the client's own connection until a new
+    # shared one is open.
+    for _ in range(200):
+        assert c.get("sh:lost") == b"v"
+    time.sleep(1.2)
+    for _ in range(50):
+        assert c.get("sh:lost") == b"v"
+    assert server_connections_running(topology, replica, "get")
+
+
 def test_lagging_replica_is_banned_and_comes_back(topology):
     rc = topology.redis
     replica = rc.replicas[0]

@@ -89,6 +89,9 @@ struct Redis {
   int max_pipeline = 1024;                         // pending requests per client
   int max_client_connections = 10000;
   std::chrono::milliseconds connect_timeout{5000};
+  // Plain reads of clients in the default connection state share one pipelined server
+  // connection per worker and node (fewer syscalls in the proxy and the server).
+  bool shared_connections = true;
   std::vector<Endpoint> sentinels;                 // sentinel.addresses
   std::string sentinel_master;                     // sentinel.master
 };
