@@ -1,27 +1,13 @@
 #include "proxy/admin_sql.h"
 
-#include <hiredis.h>
-#include <libpq-fe.h>
-
 #include <algorithm>
 #include <vector>
 
+#include "proxy/hiredis_util.h"
+#include "proxy/libpq_util.h"
+
 namespace nerava::proxy {
 namespace {
-
-std::string SslMode(config::SslMode mode) {
-  switch (mode) {
-    case config::SslMode::kDisable:
-      return "disable";
-    case config::SslMode::kRequire:
-      return "require";
-    case config::SslMode::kVerifyFull:
-      return "verify-full";
-    case config::SslMode::kPrefer:
-      break;
-  }
-  return "prefer";
-}
 
 std::string Trimmed(const char* text) {
   std::string out = text ? text : "";
@@ -37,7 +23,7 @@ absl::StatusOr<AdminPgConnection> AdminPgConnection::Open(const config::Postgres
                                                           const std::string& host, uint16_t port,
                                                           std::chrono::milliseconds timeout) {
   const std::string port_text = std::to_string(port);
-  const std::string sslmode = SslMode(settings.backend_tls.mode);
+  const std::string sslmode = SslModeName(settings.backend_tls.mode);
   const std::string connect_timeout =
       std::to_string(std::max<int64_t>(2, (timeout.count() + 999) / 1000));
   const std::string options = "-c statement_timeout=" + std::to_string(timeout.count());
@@ -72,10 +58,7 @@ absl::StatusOr<AdminPgConnection> AdminPgConnection::Open(const config::Postgres
 }
 
 absl::StatusOr<std::string> AdminPgConnection::Value(const std::string& sql) {
-  struct ResultDeleter {
-    void operator()(PGresult* result) const { PQclear(result); }
-  };
-  std::unique_ptr<PGresult, ResultDeleter> result(PQexec(conn_.get(), sql.c_str()));
+  PgResultPtr result(PQexec(conn_.get(), sql.c_str()));
   const ExecStatusType status = result ? PQresultStatus(result.get()) : PGRES_FATAL_ERROR;
   if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
     return absl::InternalError("\"" + sql + "\" failed: " + Trimmed(PQerrorMessage(conn_.get())));
@@ -87,16 +70,8 @@ absl::StatusOr<std::string> AdminPgConnection::Value(const std::string& sql) {
 absl::StatusOr<std::string> RedisCommand(const config::Redis& settings, const std::string& host,
                                          uint16_t port, const std::string& command,
                                          std::chrono::milliseconds timeout) {
-  struct ContextDeleter {
-    void operator()(redisContext* context) const { redisFree(context); }
-  };
-  struct ReplyDeleter {
-    void operator()(redisReply* reply) const { freeReplyObject(reply); }
-  };
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
-  std::unique_ptr<redisContext, ContextDeleter> context(
+  const timeval tv = ToTimeval(timeout);
+  RedisContextPtr context(
       redisConnectWithTimeout(host.c_str(), port, tv));
   const std::string where = host + ":" + std::to_string(port);
   if (!context || context->err) {
@@ -111,7 +86,7 @@ absl::StatusOr<std::string> RedisCommand(const config::Redis& settings, const st
       argv.push_back(word.data());
       lengths.push_back(word.size());
     }
-    std::unique_ptr<redisReply, ReplyDeleter> reply(static_cast<redisReply*>(redisCommandArgv(
+    RedisReplyPtr reply(static_cast<redisReply*>(redisCommandArgv(
         context.get(), static_cast<int>(argv.size()), argv.data(), lengths.data())));
     if (!reply) return absl::UnavailableError("Redis " + where + ": " + context->errstr);
     switch (reply->type) {

@@ -2,8 +2,6 @@
 // every libpq call is non-blocking and waits with a deadline that also wakes for stop requests.
 #include "proxy/function_loader.h"
 
-#include <libpq-fe.h>
-#include <poll.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -11,6 +9,8 @@
 #include <condition_variable>
 #include <mutex>
 #include <utility>
+
+#include "proxy/libpq_util.h"
 
 namespace nerava::proxy {
 namespace {
@@ -24,45 +24,6 @@ constexpr const char* kDatabasesQuery =
 constexpr const char* kCatalogQuery =
     "SELECT p.proname, n.nspname, p.provolatile FROM pg_catalog.pg_proc p"
     " JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace";
-
-struct PgConnDeleter {
-  void operator()(PGconn* conn) const { PQfinish(conn); }
-};
-using PgConnPtr = std::unique_ptr<PGconn, PgConnDeleter>;
-struct PgResultDeleter {
-  void operator()(PGresult* result) const { PQclear(result); }
-};
-using PgResultPtr = std::unique_ptr<PGresult, PgResultDeleter>;
-
-const char* SslModeName(config::SslMode mode) {
-  switch (mode) {
-    case config::SslMode::kDisable:
-      return "disable";
-    case config::SslMode::kRequire:
-      return "require";
-    case config::SslMode::kVerifyFull:
-      return "verify-full";
-    case config::SslMode::kPrefer:
-      break;
-  }
-  return "prefer";
-}
-
-// Waits until `fd` is ready for `events`; false at the deadline or on a stop request (polled in
-// short slices so that shutdown never waits for a hung server).
-bool WaitSocket(int fd, short events, Clock::time_point deadline, const std::stop_token& stop) {
-  constexpr auto kSlice = std::chrono::milliseconds(100);
-  for (;;) {
-    if (stop.stop_requested()) return false;
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) return false;
-    left = std::min<std::chrono::milliseconds>(left, kSlice);
-    pollfd pfd{fd, events, 0};
-    int rc = ::poll(&pfd, 1, static_cast<int>(left.count()));
-    if (rc > 0) return true;
-    if (rc < 0 && errno != EINTR) return false;
-  }
-}
 
 // One libpq connection to one database of the primary, for one load.
 class CatalogConnection {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "proxy/libpq_util.h"
 #include "proxy/node_probe.h"
 
 namespace nerava::proxy {
@@ -32,42 +33,6 @@ constexpr const char* kCheckQuery =
     // synchronous_commit = off, when the write position above can trail the commit.
     " CASE WHEN pg_is_in_recovery() THEN NULL"
     "      ELSE (pg_current_wal_insert_lsn() - '0/0')::text END";
-
-struct PgConnDeleter {
-  void operator()(PGconn* conn) const { PQfinish(conn); }
-};
-using PgConnPtr = std::unique_ptr<PGconn, PgConnDeleter>;
-struct PgResultDeleter {
-  void operator()(PGresult* result) const { PQclear(result); }
-};
-using PgResultPtr = std::unique_ptr<PGresult, PgResultDeleter>;
-
-// Waits until the socket is ready for `events` or the deadline passes.
-bool WaitSocket(int fd, short events, Clock::time_point deadline) {
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) return false;
-    pollfd pfd{fd, events, 0};
-    int rc = ::poll(&pfd, 1, static_cast<int>(left.count()));
-    if (rc > 0) return true;
-    if (rc == 0) return false;
-    if (errno != EINTR) return false;
-  }
-}
-
-std::string SslModeName(config::SslMode mode) {
-  switch (mode) {
-    case config::SslMode::kDisable:
-      return "disable";
-    case config::SslMode::kRequire:
-      return "require";
-    case config::SslMode::kVerifyFull:
-      return "verify-full";
-    case config::SslMode::kPrefer:
-      break;
-  }
-  return "prefer";
-}
 
 uint64_t ParseU64(const char* text) { return text ? std::strtoull(text, nullptr, 10) : 0; }
 

@@ -9,27 +9,12 @@
 #include <string_view>
 
 #include "nerava/routing/redis_commands.h"
+#include "proxy/hiredis_util.h"
 #include "proxy/node_probe.h"
 #include "proxy/redis_commands.h"
 
 namespace nerava::proxy {
 namespace {
-
-struct RedisContextDeleter {
-  void operator()(redisContext* context) const { redisFree(context); }
-};
-using RedisContextPtr = std::unique_ptr<redisContext, RedisContextDeleter>;
-struct RedisReplyDeleter {
-  void operator()(redisReply* reply) const { freeReplyObject(reply); }
-};
-using RedisReplyPtr = std::unique_ptr<redisReply, RedisReplyDeleter>;
-
-timeval ToTimeval(std::chrono::milliseconds ms) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
-  return tv;
-}
 
 // Value of "key:value" in INFO output, or "" when absent.
 std::string_view InfoField(std::string_view info, std::string_view key) {

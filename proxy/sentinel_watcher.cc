@@ -1,6 +1,5 @@
 #include "proxy/sentinel_watcher.h"
 
-#include <hiredis/hiredis.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 
@@ -10,20 +9,11 @@
 #include <initializer_list>
 #include <string_view>
 
+#include "proxy/hiredis_util.h"
+
 namespace nerava::proxy {
 namespace {
 
-struct ReplyDeleter {
-  void operator()(redisReply* reply) const { freeReplyObject(reply); }
-};
-using ReplyPtr = std::unique_ptr<redisReply, ReplyDeleter>;
-
-timeval ToTimeval(std::chrono::milliseconds ms) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
-  return tv;
-}
 
 // Sentinel answers in a few milliseconds; a short timeout keeps a dead one from delaying the
 // next in the list (and destruction) by more than that.
@@ -33,14 +23,14 @@ std::chrono::milliseconds SentinelTimeout(const config::Monitor& monitor) {
                     std::chrono::milliseconds(2000));
 }
 
-ReplyPtr Command(redisContext& context, std::initializer_list<std::string_view> args) {
+RedisReplyPtr Command(redisContext& context, std::initializer_list<std::string_view> args) {
   std::vector<const char*> argv;
   std::vector<size_t> lengths;
   for (std::string_view arg : args) {
     argv.push_back(arg.data());
     lengths.push_back(arg.size());
   }
-  return ReplyPtr(static_cast<redisReply*>(
+  return RedisReplyPtr(static_cast<redisReply*>(
       redisCommandArgv(&context, static_cast<int>(argv.size()), argv.data(), lengths.data())));
 }
 
@@ -224,7 +214,7 @@ std::optional<SentinelWatcher::Answer> SentinelWatcher::AskSentinels(std::stop_t
       }
       context = fresh.get();
     }
-    ReplyPtr reply = Command(*context, {"SENTINEL", "get-master-addr-by-name", master_name_});
+    RedisReplyPtr reply = Command(*context, {"SENTINEL", "get-master-addr-by-name", master_name_});
     if (!reply) {
       fail(context->errstr);
       if (context == sentinel_context_.get()) sentinel_context_.reset();
@@ -264,7 +254,7 @@ std::optional<SentinelWatcher::Answer> SentinelWatcher::AskSentinels(std::stop_t
 
 std::optional<std::vector<std::string>> SentinelWatcher::UnusableReplicas(
     redisContext& context) {
-  ReplyPtr reply = Command(context, {"SENTINEL", "replicas", master_name_});
+  RedisReplyPtr reply = Command(context, {"SENTINEL", "replicas", master_name_});
   if (reply && reply->type == REDIS_REPLY_ERROR) {
     reply = Command(context, {"SENTINEL", "slaves", master_name_});  // before Redis 5
   }
@@ -301,7 +291,7 @@ std::string SentinelWatcher::VerifyMaster(const config::Node& node) {
     ContextPtr context = Connect(node.host, node.port, error);
     if (!context) return error;
     if (!password_.empty()) {
-      ReplyPtr reply = username_.empty()
+      RedisReplyPtr reply = username_.empty()
                            ? Command(*context, {"AUTH", password_})
                            : Command(*context, {"AUTH", username_, password_});
       if (!reply) return context->errstr;
@@ -310,7 +300,7 @@ std::string SentinelWatcher::VerifyMaster(const config::Node& node) {
     master_context_ = std::move(context);
     master_context_node_ = node.name;
   }
-  ReplyPtr reply = Command(*master_context_, {"ROLE"});
+  RedisReplyPtr reply = Command(*master_context_, {"ROLE"});
   if (!reply) {
     std::string error = master_context_->errstr;
     master_context_.reset();
@@ -346,7 +336,7 @@ void SentinelWatcher::Watch(std::stop_token stop) {
       std::string error;
       context = Connect(sentinel.host, sentinel.port, error);
       if (!context) continue;
-      ReplyPtr reply = Command(*context, {"SUBSCRIBE", "+switch-master", "+sdown", "-sdown"});
+      RedisReplyPtr reply = Command(*context, {"SUBSCRIBE", "+switch-master", "+sdown", "-sdown"});
       if (reply && reply->type == REDIS_REPLY_ARRAY) break;
       context.reset();
     }
@@ -377,7 +367,7 @@ void SentinelWatcher::Listen(std::stop_token stop, redisContext& context) {
       void* raw = nullptr;
       if (redisReaderGetReply(context.reader, &raw) != REDIS_OK) return false;
       if (raw == nullptr) return true;
-      ReplyPtr reply(static_cast<redisReply*>(raw));
+      RedisReplyPtr reply(static_cast<redisReply*>(raw));
       // ["message", channel, payload]; subscribe confirmations and PONGs are ignored.
       if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
           Text(*reply->element[0]) != "message") {
