@@ -1,5 +1,6 @@
-// The Redis client session's class, shared by its two halves: redis_session.cc (start, the
-// request reader, routing) and redis_replies.cc (the reply writer). Private to proxy/.
+// The Redis client session's class, shared by its three parts: redis_session.cc (start, the
+// request reader), redis_routing.cc (where a request goes) and redis_replies.cc (the reply
+// writer). Private to proxy/.
 #pragma once
 
 #include <chrono>

@@ -1,0 +1,238 @@
+// The routing half of a Redis session (DESIGN §5, §6): which node a request goes to, over which
+// connection (the pin, the session's own, or the worker's shared one), the write gate, and
+// bringing a connection up to date with the session's state. The reader (redis_session.cc)
+// calls these per request; the writer is in redis_replies.cc.
+#include <spdlog/spdlog.h>
+
+#include "nerava/protocol/redis/encoder.h"
+#include "proxy/redis_session_impl.h"
+
+namespace nerava::proxy::redis_session {
+namespace {
+
+// A replica that refused a connection is not tried again by this session for this long.
+constexpr auto kReplicaRetry = std::chrono::seconds(1);
+
+}  // namespace
+
+awaitable<std::optional<routing::NodeState>> RedisSession::WaitPrimary() {
+  auto primary_of = [this]() -> std::optional<routing::NodeState> {
+    auto snapshot = context_->topology->Get();
+    if (const routing::NodeState* primary = snapshot->redis.Primary()) return *primary;
+    return std::nullopt;
+  };
+  std::optional<routing::NodeState> primary = primary_of();
+  const auto now = std::chrono::steady_clock::now();
+  if (primary || now < no_primary_until_) co_return primary;
+  // A failover may be under way: wait for a primary instead of failing at once.
+  co_await Flush();
+  const auto give_up = now + context_->failover_wait;
+  asio::steady_timer poll(executor_);
+  while (!primary && std::chrono::steady_clock::now() < give_up && !shutdown_requested_) {
+    poll.expires_after(std::chrono::milliseconds(20));
+    co_await poll.async_wait(kNoThrow);
+    primary = primary_of();
+  }
+  // The requests right behind this one are answered at once instead of waiting again each.
+  if (!primary) no_primary_until_ = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  co_return primary;
+}
+
+awaitable<std::shared_ptr<RedisBackend>> RedisSession::Target(const routing::RouteIntent& intent,
+                                                              std::string& error) {
+  if (Pinned()) {
+    if (!pin_->broken) {
+      CountQuery(pin_->node_name);
+      co_return pin_;
+    }
+    error = "TRYAGAIN connection to Redis node \"" + pin_->node_name + "\" was lost";
+    pin_.reset();
+    in_multi_ = watching_ = pubsub_active_ = tracking_ = false;
+    co_return nullptr;
+  }
+  std::shared_ptr<RedisBackend> backend;
+  std::optional<routing::NodeState> replica;
+  if (intent.replica_ok) replica = PickReplica(intent);
+  if (replica) {
+    std::string replica_error;
+    backend = co_await BackendFor(*replica, replica_error);
+    if (!backend) {
+      // The monitor has not seen it fail yet: the primary serves the read meanwhile.
+      avoid_node_ = replica->name;
+      avoid_until_ = std::chrono::steady_clock::now() + kReplicaRetry;
+    }
+  }
+  // The write gate holds what may write (a switchover, `pause`); reads keep flowing.
+  if (!backend) backend = co_await PrimaryBackend(!intent.replica_ok && !intent.session_state, error);
+  if (!backend) co_return nullptr;
+  co_await BringUpToDate(backend);
+  CountQuery(backend->node_name);
+  co_return backend;
+}
+
+// The replica Route() picks for a read, or nullopt for the primary.
+std::optional<routing::NodeState> RedisSession::PickReplica(const routing::RouteIntent& intent) {
+  auto snapshot = context_->topology->Get();
+  const routing::NodeState* node = ChooseReplica(intent, snapshot->redis);
+  if (node == nullptr) return std::nullopt;
+  return *node;
+}
+
+const routing::NodeState* RedisSession::ChooseReplica(const routing::RouteIntent& intent,
+                                                      const routing::ProtocolTopology& topology) {
+  routing::SessionRouteState session = route_state_;
+  // A write (or SELECT...) still unanswered: no sample can show it replayed yet.
+  if (unacknowledged_ > 0) session.last_write_ack = routing::RouteClock::time_point::max();
+  routing::RouteRequest request;
+  request.intent = intent;
+  request.session = &session;
+  request.topology = &topology;
+  request.policy = &context_->route_policy;
+  auto decision = routing::Route(request);
+  if (!decision.ok() || decision->node < 0) return nullptr;
+  record_.SetRoute(routing::RouteReasonName(decision->reason));
+  if (decision->reason == routing::RouteReason::kReadPrimaryFallbackRyw && context_->metrics) {
+    context_->metrics->StaleReadAvoided(routing::Protocol::kRedis).Increment();
+  }
+  const routing::NodeState& node = topology.nodes[static_cast<size_t>(decision->node)];
+  if (node.role != routing::Role::kReplica) return nullptr;
+  if (node.name == avoid_node_ && std::chrono::steady_clock::now() < avoid_until_) {
+    return nullptr;
+  }
+  return &node;
+}
+
+awaitable<std::shared_ptr<RedisBackend>> RedisSession::PrimaryBackend(bool write,
+                                                                       std::string& error) {
+  if (write) record_.SetRoute(routing::RouteReasonName(routing::RouteReason::kWrite));
+  WriteGate* gate = write ? context_->write_gate : nullptr;
+  const bool held = gate && !write_ticket_ && gate->Holds(true);
+  if (held) {
+    co_await Flush();  // what came before this write does not wait with it
+    const bool open =
+        co_await gate->WaitOpen(true, std::chrono::steady_clock::now() + context_->failover_wait);
+    if (!open) {
+      error = "TRYAGAIN writes are held (switchover or pause) for longer than failover.wait";
+      co_return nullptr;
+    }
+  }
+  std::optional<routing::NodeState> primary = co_await WaitPrimary();
+  if (!primary) {
+    error = "TRYAGAIN no primary Redis node is reachable";
+    co_return nullptr;
+  }
+  auto backend = co_await BackendFor(*primary, error);
+  if (backend && gate && !write_ticket_) {
+    // Held while this session's writes are unanswered, so a switchover waits for them.
+    std::weak_ptr<RedisSession> self = weak_from_this();
+    auto ticket = gate->TryEnter([self, executor = executor_] {
+      asio::post(executor, [self] {
+        if (auto session = self.lock()) session->AbortWrites();
+      });
+    });
+    if (!ticket) {
+      error = "TRYAGAIN a switchover started: retry the write";
+      co_return nullptr;
+    }
+    write_ticket_ = std::move(*ticket);
+  }
+  co_return backend;
+}
+
+void RedisSession::AbortWrites() {
+  // A switchover gave up waiting: the writes still unanswered fail with TRYAGAIN.
+  for (const Pending& entry : pending_) {
+    if (entry.write && entry.backend && !entry.backend->broken) entry.backend->stream.Close();
+  }
+}
+
+awaitable<std::shared_ptr<RedisBackend>> RedisSession::BackendFor(const routing::NodeState& node,
+                                                                  std::string& error) {
+  if (auto it = backends_.find(node.name); it != backends_.end()) {
+    if (!it->second->broken) co_return it->second;
+    backends_.erase(it);
+  }
+  co_await Flush();  // requests before this one must not wait for the connect
+  RedisBackendTarget where{node.name, node.host, node.port};
+  RedisBackendOptions options{context_->backend_tls, context_->settings.connect_timeout,
+                              context_->limits};
+  RedisBackendResult result =
+      co_await ConnectRedisBackend(where, options, ReplayCommands(conn_, context_->settings));
+  if (!result.backend) {
+    spdlog::warn("redis: cannot open server connection to {}: {}", where.node_name, result.error);
+    error = std::move(result.error);
+    co_return nullptr;
+  }
+  result.backend->state_generation = conn_generation_;
+  backends_.emplace(node.name, result.backend);
+  co_return result.backend;
+}
+
+awaitable<void> RedisSession::BringUpToDate(const std::shared_ptr<RedisBackend>& backend) {
+  if (backend->state_generation == conn_generation_) co_return;
+  backend->state_generation = conn_generation_;
+  // The full state, HELLO and SELECT included even at their defaults (they may have changed
+  // back since this connection last saw them).
+  std::vector<RedisCommand> commands;
+  for (RedisCommand& command : ReplayCommands(conn_, context_->settings)) {
+    if (command[0] != "HELLO" && command[0] != "SELECT") commands.push_back(std::move(command));
+  }
+  commands.push_back({"HELLO", std::to_string(conn_.protocol)});
+  commands.push_back({"SELECT", conn_.db.empty() ? std::string("0") : conn_.db});
+  for (const RedisCommand& command : commands) {
+    std::string bytes;
+    redis::AppendCommand(bytes, command);
+    Pending replay;
+    replay.backend = backend;
+    replay.swallow = true;
+    Enqueue(std::move(replay));
+    co_await AppendOwned(backend, std::move(bytes));
+  }
+}
+
+bool RedisSession::CanShare(const routing::RedisCommandClass& command, bool complete) const {
+  static const RedisConnState kFresh;
+  return context_->settings.shared_connections && may_share_ && complete &&
+         state_ == SessionState::kReady && !Pinned() && dedicated_in_flight_ == 0 &&
+         command.kind == routing::RedisKind::kRead && command.first_key.has_value() &&
+         (command.flags & routing::kRedisBlocking) == 0 && command.pin_begin == 0 &&
+         conn_.auth == kFresh.auth && conn_.protocol == kFresh.protocol &&
+         conn_.name == kFresh.name && (conn_.db == kFresh.db || conn_.db.empty());
+}
+
+std::shared_ptr<RedisSharedLink> RedisSession::SharedLinkFor(const routing::RouteIntent& intent) {
+  auto snapshot = context_->topology->Get();  // one snapshot for the whole decision
+  const routing::ProtocolTopology& topology = snapshot->redis;
+  const routing::NodeState* node = intent.replica_ok ? ChooseReplica(intent, topology) : nullptr;
+  if (node == nullptr) node = topology.Primary();
+  if (node == nullptr) return nullptr;
+  std::shared_ptr<RedisSharedLink> link = RedisSharedLink::For(*node, *context_, executor_);
+  if (link) CountQuery(node->name, node->role == routing::Role::kReplica);
+  return link;
+}
+
+void RedisSession::CountQuery(std::string_view node_name) {
+  if (context_->metrics == nullptr) return;
+  auto snapshot = context_->topology->Get();
+  bool replica = false;
+  for (const routing::NodeState& node : snapshot->redis.nodes) {
+    if (node.name == node_name && node.role == routing::Role::kReplica) replica = true;
+  }
+  CountQuery(node_name, replica);
+}
+
+void RedisSession::CountQuery(std::string_view node_name, bool replica) {
+  if (context_->metrics == nullptr) return;
+  for (const QueryCounter& known : query_counters_) {
+    if (known.replica == replica && known.node == node_name) {
+      known.counter->Increment();
+      return;
+    }
+  }
+  prometheus::Counter* counter = &context_->metrics->Queries(
+      routing::Protocol::kRedis, replica ? "replica" : "primary", std::string(node_name));
+  query_counters_.push_back({std::string(node_name), replica, counter});
+  counter->Increment();
+}
+
+}  // namespace nerava::proxy::redis_session
