@@ -462,7 +462,9 @@ machine=$(
   echo "- nerava-proxy $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$repo" diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)'), $(pgbouncer --version 2>/dev/null | head -1), $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}'), $(pgpool --version 2>&1 | awk '{print "Pgpool-II " $3}'), $(nutcracker --version 2>&1 | awk '/nutcracker-/ {sub("nutcracker-", "", $NF); print "twemproxy " $NF}')"
 )
 skipped_text=$(for s in "${skipped[@]}"; do echo "- skipped $s"; done)
-command_line="bench/compare.sh$([ "$quick" = 1 ] && echo ' --quick') --rounds $rounds"
+quick_flag=""
+[ "$quick" = 1 ] && quick_flag=" --quick"  # (an `&&` in $(...) would end a full run under set -e)
+command_line="bench/compare.sh$quick_flag --rounds $rounds"
 
 /usr/bin/python3 - "$results" "$base" "$command_line" "$machine" "$skipped_text" "$run_dir/nb" <<'PY'
 import collections, glob, json, os, statistics, sys
