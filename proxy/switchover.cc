@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <thread>
+#include <utility>
 
 #include "proxy/admin_sql.h"
 
@@ -41,7 +42,10 @@ absl::StatusOr<std::vector<SwitchReport>> Switchover::SwitchPrimary(
   std::unique_lock running(running_, std::try_to_lock);
   if (!running.owns_lock()) return absl::FailedPreconditionError("a switchover is running");
   const routing::TopologySnapshot snapshot = topology_.Get();
-  std::vector<SwitchReport> reports;
+  // Choose first, switch after: a region switch moves every protocol with a node there or
+  // none of them, so writes never end up split across regions by a half-done command.
+  std::vector<std::pair<Protocol, const NodeState*>> chosen_by_protocol;
+  std::string unfit;  // protocols with a node in the region but none that can take over
   bool known = false;
   for (Protocol protocol : {Protocol::kPostgres, Protocol::kRedis}) {
     const routing::ProtocolTopology& nodes = snapshot->Get(protocol);
@@ -50,18 +54,33 @@ absl::StatusOr<std::vector<SwitchReport>> Switchover::SwitchPrimary(
       if (node.name == target) chosen = &node;
     }
     // A region: its node that can take over (a replica when promoting, else a primary).
+    bool in_region = false;
     for (const NodeState& node : nodes.nodes) {
       if (chosen || node.region != target) continue;
+      in_region = true;
       const bool fits = promote ? node.role == Role::kReplica || nodes.Primary() == &node
                                 : node.role == Role::kPrimary;
       if (fits && node.up) chosen = &node;
     }
-    if (!chosen) {
-      for (const NodeState& node : nodes.nodes) known = known || node.region == target;
-      continue;
+    known = known || chosen || in_region;
+    if (chosen) {
+      chosen_by_protocol.emplace_back(protocol, chosen);
+    } else if (in_region) {
+      unfit += (unfit.empty() ? "" : " and ") + std::string(routing::ProtocolName(protocol));
     }
-    known = true;
-    if (nodes.Primary() == chosen) {
+  }
+  if (!known) {
+    return absl::NotFoundError("unknown node or region \"" + target +
+                               "\" (see `status` for the node names)");
+  }
+  if (!unfit.empty()) {
+    return absl::FailedPreconditionError(
+        "region \"" + target + "\" has no " + unfit + " node that is up and " +
+        (promote ? "a replica" : "a primary (add --promote)") + "; nothing was switched");
+  }
+  std::vector<SwitchReport> reports;
+  for (const auto& [protocol, chosen] : chosen_by_protocol) {
+    if (snapshot->Get(protocol).Primary() == chosen) {
       SwitchReport report{protocol, chosen->name, chosen->name};
       report.ok = true;
       report.Step(chosen->name + " is already the primary in use: nothing to do");
@@ -70,14 +89,6 @@ absl::StatusOr<std::vector<SwitchReport>> Switchover::SwitchPrimary(
     }
     reports.push_back(protocol == Protocol::kPostgres ? SwitchPostgres(*chosen, promote, timeout)
                                                       : SwitchRedis(*chosen, promote, timeout));
-  }
-  if (!known) {
-    return absl::NotFoundError("unknown node or region \"" + target +
-                               "\" (see `status` for the node names)");
-  }
-  if (reports.empty()) {
-    return absl::FailedPreconditionError("region \"" + target + "\" has no node that is up and " +
-                                         (promote ? "a replica" : "a primary (add --promote)"));
   }
   return reports;
 }

@@ -541,6 +541,23 @@ def test_region_switch_moves_both_protocols_and_fails_back():
         pg_old, pg_new = pg.node(PRIMARY), pg.node(REPLICA)
         r_old, r_new = rc.node("redis-primary"), rc.node("redis-replica1")
         r = redis.Redis(host="127.0.0.1", port=proxy.redis_port, socket_timeout=40)
+        every_node = [("postgres", pg_old.name), ("postgres", pg_new.name),
+                      ("redis", r_old.name), ("redis", r_new.name)]
+
+        def all_up() -> bool:
+            return all(monitor_view(proxy, *node)[1] is True for node in every_node)
+
+        # All or nothing: with the region's PostgreSQL replica down, Redis does not move alone.
+        pg.stop(pg_new)
+        wait_until("the monitor to see the replica down",
+                   lambda: monitor_view(proxy, "postgres", pg_new.name)[1] is False, timeout=15)
+        res = ctl(proxy, "switch-primary", "eu-west-1", "--promote", "--timeout", "10")
+        assert res.returncode != 0, res.stdout
+        assert "postgres" in res.stderr and "nothing was switched" in res.stderr, res.stderr
+        assert rc.role(r_old)[0] == "master" and rc.role(r_new)[0] == "slave"
+        assert is_primary(pg, pg_old)
+        pg.start(pg_new)
+        wait_until("the monitor to see every node up", all_up, timeout=30)
 
         reports = switch_primary(proxy, "eu-west-1", "--promote", "--timeout", "10")
         by_proto = {rep["protocol"]: rep for rep in reports}
