@@ -14,6 +14,7 @@ import contextlib
 import copy
 import faulthandler
 import os
+import re
 import shutil
 import signal
 import socket
@@ -239,8 +240,28 @@ def _wait_ready(proxy: ProxyProcess) -> None:
                 url = f"http://127.0.0.1:{proxy.http_port}/readyz"
                 with urllib.request.urlopen(url, timeout=1) as r:
                     if r.status == 200:
-                        return
+                        break
             time.sleep(0.1)
+        _wait_nodes_seen_up(proxy)
+
+
+def _wait_nodes_seen_up(proxy: ProxyProcess, timeout: float = 3.0) -> None:
+    """Best effort: a primary is known, but a replica's first check may still be on its way, and a
+    test that acts at once (a region switch, a read meant for the replica) would race it. Nodes a
+    test stopped on purpose cost it `timeout`."""
+    if not proxy.http_port:
+        return
+    configured = sum(len((proxy.config.get(proto) or {}).get("nodes") or [])
+                     for proto in ("postgres", "redis"))
+    up_line = re.compile(r'^nerava_proxy_node_up\{[^}]*\} 1(\.0)?$', re.M)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            url = f"http://127.0.0.1:{proxy.http_port}/metrics"
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if len(up_line.findall(r.read().decode())) >= configured:
+                    return
+        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------------------------------------
