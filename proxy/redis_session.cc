@@ -234,6 +234,15 @@ void RedisSession::SetPins(bool multi, bool watching, bool pubsub, bool tracking
   }
 }
 
+// CLIENT subcommands that only label or describe the connection: the shared connections give
+// the same answers to the reads that follow. redis-py >= 5 and go-redis 9 send SETINFO on
+// every new connection; counting it as connection state would keep them off sharing for good.
+bool RedisSession::LeavesConnectionAsIs(const std::vector<std::string>& args) {
+  if (args.size() < 2) return false;
+  const std::string sub = AsciiUpper(args[1]);
+  return sub == "SETINFO" || sub == "ID" || sub == "INFO" || sub == "GETNAME" || sub == "LIST";
+}
+
 // Decides what to do with the request whose name (and first arguments) just became known.
 awaitable<void> RedisSession::Decide(bool complete) {
   action_ = Action::kDrop;
@@ -253,7 +262,8 @@ awaitable<void> RedisSession::Decide(bool complete) {
     co_return;
   }
   // Connection-level settings (CLIENT REPLY, NO-TOUCH...) would not hold on a shared connection.
-  if (name == "CLIENT" || name == "MONITOR" || name == "READONLY" || name == "READWRITE") {
+  if (name == "MONITOR" || name == "READONLY" || name == "READWRITE" ||
+      (name == "CLIENT" && !LeavesConnectionAsIs(requests_.args()))) {
     may_share_ = false;
   }
   if (name == "AUTH" || name == "HELLO" || name == "SELECT" || (name == "CLIENT" && argc == 3)) {

@@ -93,6 +93,7 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   awaitable<bool> HandleInput();
   bool ReadyToDecide(bool complete) const;
   awaitable<void> Decide(bool complete);
+  static bool LeavesConnectionAsIs(const std::vector<std::string>& args);
   awaitable<void> HandleWhole(std::string_view bytes);
   // The request's class from the arguments received whole so far.
   routing::RedisCommandClass Classify(bool complete);

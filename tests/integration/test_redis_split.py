@@ -496,6 +496,49 @@ def test_plain_reads_of_many_clients_share_a_server_connection(proxy, topology):
     assert opened <= 3, opened
 
 
+def test_clients_that_label_their_connection_still_share(proxy, topology):
+    """redis-py >= 5 and go-redis 9 send CLIENT SETINFO when they connect (Redis 7.0 answers it
+    with an error, 7.2 with OK): it only labels the connection, so their reads still share."""
+    rc = topology.redis
+    replica = rc.replicas[0]
+    node_client(topology, rc.primary).set("sh:label", "v")
+    replicated(topology, "sh:label", b"v")
+    for _ in range(4):  # one warm shared connection per worker
+        assert client(proxy, single_connection_client=True).get("sh:label") == b"v"
+    time.sleep(0.5)
+    opened_before = int(node_client(topology, replica).info("stats")["total_connections_received"])
+    clients_n, reads = 12, 150
+    clients = [client(proxy, single_connection_client=True) for _ in range(clients_n)]
+    for c in clients:
+        for field, value in (("LIB-NAME", "redis-py"), ("LIB-VER", "5.0.0")):
+            try:
+                assert c.execute_command("CLIENT", "SETINFO", field, value) == b"OK"
+            except redis.ResponseError as e:  # Redis < 7.2
+                assert "SETINFO" in str(e).upper(), e
+        assert c.execute_command("CLIENT", "GETNAME") is None
+    errors: list[str] = []
+    start = threading.Barrier(clients_n)
+
+    def reader(c: redis.Redis) -> None:
+        start.wait(timeout=20)
+        for n in range(reads):
+            if (got := c.get("sh:label")) != b"v":
+                errors.append(f"read {got!r} at {n}")
+                return
+
+    threads = [threading.Thread(target=reader, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors[:5]
+    opened = int(node_client(topology, replica).info("stats")["total_connections_received"])
+    opened -= opened_before
+    # Without sharing the clients would have opened their own replica connections (12 here).
+    print(f"\n{clients_n} labelled clients: {opened} new replica connections")
+    assert opened <= 3, opened
+
+
 def test_a_client_in_resp3_or_another_db_keeps_its_own_connection(proxy, topology):
     rc = topology.redis
     node_client(topology, rc.primary).hset("sh:h", mapping={"a": "1"})
