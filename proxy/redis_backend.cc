@@ -81,7 +81,12 @@ awaitable<RedisBackendResult> ConnectRedisBackend(const RedisBackendTarget& targ
   asio::steady_timer deadline(co_await asio::this_coro::executor, options.connect_timeout);
   auto outcome = co_await (Connect(target, options, replay) || deadline.async_wait(kNoThrow));
   if (outcome.index() == 1) co_return Fail(target, "timed out");
-  co_return std::move(std::get<0>(outcome));
+  RedisBackendResult result = std::move(std::get<0>(outcome));
+  if (result.backend && options.metrics) {
+    result.backend->open_gauge = GaugeHold(
+        &options.metrics->BackendConnections(routing::Protocol::kRedis, target.node_name));
+  }
+  co_return result;
 }
 
 }  // namespace nerava::proxy

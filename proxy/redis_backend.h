@@ -18,6 +18,7 @@
 #include "nerava/protocol/redis/decoder.h"
 #include "proxy/asio.h"
 #include "proxy/byte_buffer.h"
+#include "proxy/metrics.h"
 #include "proxy/stream.h"
 
 namespace nerava::proxy {
@@ -32,6 +33,7 @@ struct RedisBackendOptions {
   std::shared_ptr<ssl::context> tls_context;  // null: plain TCP
   std::chrono::milliseconds connect_timeout{5000};
   redis::Limits limits;
+  Metrics* metrics = nullptr;  // counts the open connection in backend_connections when set
 };
 
 struct RedisBackend {
@@ -49,6 +51,7 @@ struct RedisBackend {
   // The session's connection-state generation this connection has (or will have, once the
   // requests written to it ran).
   uint64_t state_generation = 0;
+  GaugeHold open_gauge;  // backend_connections{protocol="redis",node} while it exists
 };
 
 struct RedisBackendResult {

@@ -155,7 +155,7 @@ awaitable<std::shared_ptr<RedisBackend>> RedisSession::BackendFor(const routing:
   co_await Flush();  // requests before this one must not wait for the connect
   RedisBackendTarget where{node.name, node.host, node.port};
   RedisBackendOptions options{context_->backend_tls, context_->settings.connect_timeout,
-                              context_->limits};
+                              context_->limits, context_->metrics};
   RedisBackendResult result =
       co_await ConnectRedisBackend(where, options, ReplayCommands(conn_, context_->settings));
   if (!result.backend) {

@@ -65,6 +65,7 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   RedisSession(tcp::socket socket, std::shared_ptr<const RedisContext> context)
       : context_(std::move(context)),
         record_(context_->clients, "redis", "redis", PeerOf(socket)),
+        client_gauge_(context_->metrics ? &context_->metrics->ClientConnections("redis") : nullptr),
         executor_(socket.get_executor()),
         client_(std::move(socket)),
         requests_(context_->limits, kCaptureArgs, /*capture_bytes=*/64),
@@ -141,6 +142,7 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
 
   std::shared_ptr<const RedisContext> context_;
   ClientRecord record_;  // `show clients`; before client_: built from the socket before it moves
+  GaugeHold client_gauge_;  // client_connections{listener="redis"}
   asio::any_io_executor executor_;
   Stream client_;
   ByteBuffer client_in_;

@@ -131,6 +131,7 @@ absl::Status Server::OpenAdmin() {
     metrics_->Failovers(protocol, "unplanned");
     metrics_->LastFailoverSeconds(protocol);
     metrics_->StaleReadAvoided(protocol);
+    if (!postgres) metrics_->ClientConnections("redis");
   }
   if (config_.admin.http) {
     auto http = HttpServer::Open(main_io_, *config_.admin.http, *metrics_, [this] {

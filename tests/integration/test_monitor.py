@@ -306,6 +306,26 @@ def test_queries_clients_and_errors_are_counted(proxy):
     assert metric(metrics(proxy), "errors_total", protocol="postgres", kind="auth") == auth0 + 1
 
 
+def test_redis_server_connections_are_counted(proxy):
+    def gauges() -> tuple[float, float]:
+        parsed = metrics(proxy)
+        return (metric(parsed, "client_connections", listener="redis"),
+                metric(parsed, "backend_connections", protocol="redis", node="redis-primary"))
+
+    clients_before, servers_before = gauges()
+    assert clients_before is not None and servers_before is not None  # exported from the start
+    clients = [redis.Redis(host="127.0.0.1", port=proxy.redis_port, socket_timeout=10,
+                           single_connection_client=True) for _ in range(3)]
+    for i, c in enumerate(clients):
+        assert c.incr(f"monitor:counted:{i}") >= 1  # a write: the client's own connection
+    assert gauges() == (clients_before + 3, servers_before + 3)
+    for c in clients:
+        c.close()
+        c.connection_pool.disconnect()  # close() alone keeps the socket in redis-py's pool
+    wait_until("the redis gauges to drop back",
+               lambda: gauges() == (clients_before, servers_before), timeout=10)
+
+
 # ---------------------------------------------------------------------------------- admin socket
 
 
