@@ -4,10 +4,12 @@
 #
 #   harness topology (free ports)            targets
 #   ┌────────────────────────────┐   pg:    direct (primary), nerava (rw listener: reads to
-#   │ pg primary ──WAL──▶ replica │          the eu-west-1 replica), pgbouncer (session mode,
+#   │ pg primary ──WAL──▶ replica │          the eu-west-1 replica; nerava-1w: the same with
+#   │                             │          `workers: 1`), pgbouncer (session mode,
 #   │ redis primary ─▶ replica    │          primary), haproxy (tcp, primary), pgpool (load
 #   └────────────────────────────┘          balancing to the replica)
-#                                    redis: direct (primary), nerava, haproxy, twemproxy
+#                                    redis: direct (primary), nerava, nerava-1w, haproxy,
+#                                           twemproxy
 #
 # Runs pgbench -S (simple, extended, prepared) at -c 1 and -c 16, pgbench TPC-B at -c 8,
 # redis-benchmark GET/SET -c 50 at -P 1 and -P 16, and nerava-bench; targets take turns inside
@@ -171,6 +173,26 @@ else
   tail -20 "$run_dir/nerava.log" >&2
   log "nerava-proxy did not become ready (reads not reaching the replica)"
   exit 1
+fi
+
+# The same with one worker thread (`workers: 1`): on a machine where clients, servers and the
+# proxy share two cores, one loop that batches many clients' messages can beat two.
+w1_rw=$(free_port); w1_ro=$(free_port); w1_redis=$(free_port); w1_http=$(free_port)
+mkdir -p "$run_dir/nerava-1w"
+{ echo "workers: 1"
+  sed -e "s/127.0.0.1:6432/127.0.0.1:$w1_rw/; s/127.0.0.1:6433/127.0.0.1:$w1_ro/" \
+      -e "s/127.0.0.1:6379/127.0.0.1:$w1_redis/; s/127.0.0.1:9187/127.0.0.1:$w1_http/" \
+      -e "s/^log_level: .*/log_level: warn/" config/examples/sandbox.yaml
+} >"$run_dir/nerava-1w/nerava.yaml"
+SANDBOX_DIR=$run_dir/nerava-1w REGION=eu-west-1 "$proxy_bin" \
+  --config "$run_dir/nerava-1w/nerava.yaml" >"$run_dir/nerava-1w/nerava.log" 2>&1 &
+pids[nerava-1w]=$!
+if wait_for "psql -Atq '$(pg_url "$w1_rw")' $on_replica" 30 &&
+   wait_for "redis-cli -p $w1_redis ping | grep -q PONG" 10; then
+  pg_port[nerava-1w]=$w1_rw; redis_port[nerava-1w]=$w1_redis
+  pg_targets+=(nerava-1w); redis_targets+=(nerava-1w)
+else
+  skipped+=("nerava-1w: did not become ready ($(tail -1 "$run_dir/nerava-1w/nerava.log"))")
 fi
 
 # PgBouncer, session mode, in front of the primary. It refuses to run as root.
@@ -480,9 +502,9 @@ for line in open(results):
     rows.setdefault(test, {"unit": unit, "values": collections.OrderedDict()})
     rows[test]["values"].setdefault(target, []).append(v)
 
-order = ["direct", "nerava", "pgbouncer", "haproxy", "pgpool", "twemproxy"]
+order = ["direct", "nerava", "nerava-1w", "pgbouncer", "haproxy", "pgpool", "twemproxy"]
 present = [t for t in order if any(t in r["values"] for r in rows.values())]
-peers = [t for t in present if t not in ("direct", "nerava")]
+peers = [t for t in present if t not in ("direct", "nerava", "nerava-1w")]
 lower_is_better = {"µs", "count"}
 
 def fmt(v):
@@ -528,7 +550,8 @@ with open(base + ".md", "w") as f:
     f.write(f"Command: `{command}`\n\nMachine:\n\n{machine}\n\n{skipped}\n\n")
     f.write("Medians over rounds; in parentheses the ratio to direct (higher is better for tps, "
             "rps and ops/s); `nerava ÷ peer` columns compare nerava-proxy with each peer. "
-            "For µs rows lower is better. nerava and pgpool send reads to the replica, the "
+            "For µs rows lower is better. nerava-1w is nerava-proxy with `workers: 1` (the "
+            "default is one worker per usable core). nerava and pgpool send reads to the replica, the "
             "others to the primary. A load average above the core count means other work "
             "shared the machine during the run: compare ratios within one run, not across runs."
             "\n\n")
