@@ -135,13 +135,16 @@ awaitable<PgServer*> PgRelay::ChooseServer(const routing::StatementClass& batch)
       if (on_primary && write) {
         primary_ = target;  // asynchronous messages (NOTIFY) come from where the writes go
         if (gate && !write_ticket_) {
-          std::weak_ptr<PgRelay*> self = self_;
-          auto executor = client_.socket().get_executor();
-          auto ticket = gate->TryEnter([self, executor] {
-            asio::post(executor, [self] {
-              if (auto relay = self.lock(); relay && *relay) (*relay)->AbortWrites();
+          if (!gate_seat_) {
+            std::weak_ptr<PgRelay*> self = self_;
+            auto executor = client_.socket().get_executor();
+            gate_seat_ = gate->TakeSeat([self, executor] {
+              asio::post(executor, [self] {
+                if (auto relay = self.lock(); relay && *relay) (*relay)->AbortWrites();
+              });
             });
-          });
+          }
+          auto ticket = gate->TryEnter(*gate_seat_);
           if (!ticket) continue;  // the gate closed in between: wait for it
           write_ticket_ = std::move(*ticket);
         }

@@ -228,6 +228,7 @@ class PgRelay {
   // Failover: a transaction whose server was lost, until the client ends it.
   bool lost_transaction_ = false;
   std::optional<pg::Error> lost_transaction_error_;  // not told to the client yet
+  std::unique_ptr<WriteGate::Seat> gate_seat_;  // taken at the first write; before the ticket
   std::optional<WriteGate::Ticket> write_ticket_;
   PgServer* write_server_ = nullptr;  // where the ticket's write work runs
   // Lets the write gate's abort callback find this relay while it lives (same executor).

@@ -122,28 +122,53 @@ awaitable<std::shared_ptr<RedisBackend>> RedisSession::PrimaryBackend(bool write
     co_return nullptr;
   }
   auto backend = co_await BackendFor(*primary, error);
-  if (backend && gate && !write_ticket_) {
-    // Held while this session's writes are unanswered, so a switchover waits for them.
-    std::weak_ptr<RedisSession> self = weak_from_this();
-    auto ticket = gate->TryEnter([self, executor = executor_] {
-      asio::post(executor, [self] {
-        if (auto session = self.lock()) session->AbortWrites();
-      });
-    });
-    if (!ticket) {
-      error = "TRYAGAIN a switchover started: retry the write";
-      co_return nullptr;
-    }
-    write_ticket_ = std::move(*ticket);
+  if (backend && gate && !TakeWriteTicket(*gate)) {
+    error = "TRYAGAIN a switchover started: retry the write";
+    co_return nullptr;
   }
   co_return backend;
 }
 
+bool RedisSession::TakeWriteTicket(WriteGate& gate) {
+  if (write_ticket_) return true;
+  if (!gate_seat_) {
+    std::weak_ptr<RedisSession> self = weak_from_this();
+    gate_seat_ = gate.TakeSeat([self, executor = executor_] {
+      asio::post(executor, [self] {
+        if (auto session = self.lock()) session->AbortWrites();
+      });
+    });
+  }
+  // Held while this session's writes are unanswered, so a switchover waits for them.
+  auto ticket = gate.TryEnter(*gate_seat_);
+  if (!ticket) return false;
+  write_ticket_ = std::move(*ticket);
+  return true;
+}
+
+bool RedisSession::MayWriteShared() {
+  WriteGate* gate = context_->write_gate;
+  if (gate == nullptr || write_ticket_) return true;
+  // A held gate (switchover, pause): the session's own connection path waits for it.
+  return !gate->Holds(true) && TakeWriteTicket(*gate);
+}
+
 void RedisSession::AbortWrites() {
   // A switchover gave up waiting: the writes still unanswered fail with TRYAGAIN.
-  for (const Pending& entry : pending_) {
-    if (entry.write && entry.backend && !entry.backend->broken) entry.backend->stream.Close();
+  for (Pending& entry : pending_) {
+    if (!entry.write) continue;
+    if (entry.backend && !entry.backend->broken) entry.backend->stream.Close();
+    // A shared connection carries other sessions' requests: answer for this one here (its
+    // reply, when it comes, is dropped with the SharedReply).
+    if (entry.shared && !entry.shared->started && !entry.shared->done) {
+      entry.shared.reset();
+      --shared_in_flight_;
+      redis::AppendError(entry.local, "TRYAGAIN a switchover gave up waiting for this write; "
+                                      "the command may have run");
+    }
   }
+  reader_wake_.cancel();
+  writer_wake_.cancel();
 }
 
 awaitable<std::shared_ptr<RedisBackend>> RedisSession::BackendFor(const routing::NodeState& node,
@@ -192,9 +217,13 @@ awaitable<void> RedisSession::BringUpToDate(const std::shared_ptr<RedisBackend>&
 
 bool RedisSession::CanShare(const routing::RedisCommandClass& command, bool complete) const {
   static const RedisConnState kFresh;
+  // Keyed reads and writes; scripts stay on the session's own connection (SCRIPT KILL,
+  // a long script would stall every session on the link).
+  const bool keyed = (command.kind == routing::RedisKind::kRead ||
+                      command.kind == routing::RedisKind::kWrite) &&
+                     command.first_key.has_value() && (command.flags & routing::kRedisScript) == 0;
   return context_->settings.shared_connections && may_share_ && complete &&
-         state_ == SessionState::kReady && !Pinned() && dedicated_in_flight_ == 0 &&
-         command.kind == routing::RedisKind::kRead && command.first_key.has_value() &&
+         state_ == SessionState::kReady && !Pinned() && dedicated_in_flight_ == 0 && keyed &&
          (command.flags & routing::kRedisBlocking) == 0 && command.pin_begin == 0 &&
          conn_.auth == kFresh.auth && conn_.protocol == kFresh.protocol &&
          conn_.name == kFresh.name && (conn_.db == kFresh.db || conn_.db.empty());

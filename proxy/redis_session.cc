@@ -38,6 +38,9 @@ constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(10);
 // AUTH, HELLO, SELECT, CLIENT SETNAME are read whole before acting on them; no more than this.
 constexpr size_t kMaxWholeRequest = 1 << 20;
 
+// Replicated to the replicas (PUBLISH is propagated) but changes no data; nobody subscribes.
+constexpr std::string_view kWaitFence =
+    "*3\r\n$7\r\nPUBLISH\r\n$27\r\n__nerava-proxy:wait-fence__\r\n$0\r\n\r\n";
 constexpr std::string_view kNoAuth = "NOAUTH Authentication required.";
 constexpr std::string_view kWrongPass =
     "WRONGPASS invalid username-password pair or user is disabled.";
@@ -312,8 +315,13 @@ awaitable<void> RedisSession::Decide(bool complete) {
   routing::RouteIntent intent = routing::IntentFor(command);
   // Opening a pin on a replica would leave MULTI or tracking there: the primary takes it.
   if (multi || watching || pubsub || tracking) intent.replica_ok = false;
-  if (!multi && !watching && !pubsub && !tracking && CanShare(command, complete)) {
+  if (!multi && !watching && !pubsub && !tracking && CanShare(command, complete) &&
+      (!entry.write || MayWriteShared())) {
     if (std::shared_ptr<RedisSharedLink> link = SharedLinkFor(intent)) {
+      if (entry.write) {
+        record_.SetRoute(routing::RouteReasonName(routing::RouteReason::kWrite));
+        shared_write_unfenced_ = true;
+      }
       std::weak_ptr<RedisSession> self = weak_from_this();
       entry.shared = link->Send(client_in_.data().substr(pos_, request_fed_), [self] {
         if (auto session = self.lock()) session->writer_wake_.cancel();
@@ -332,6 +340,17 @@ awaitable<void> RedisSession::Decide(bool complete) {
     co_return;
   }
   SetPins(multi, watching, pubsub, tracking, target);
+  if (shared_write_unfenced_ && !multi && (name == "WAIT" || name == "WAITAOF")) {
+    // WAIT counts the replicas that have this connection's last write, and the session's
+    // writes went over a shared one: a propagated no-op here first moves this connection's
+    // write offset past them (they were answered before this request was decided).
+    Pending fence;
+    fence.backend = target;
+    fence.swallow = true;
+    Enqueue(std::move(fence));
+    co_await AppendOwned(target, std::string(kWaitFence));
+    shared_write_unfenced_ = false;
+  }
   if (reset) {
     // Other servers of the session keep the old state: drop them, they reopen fresh.
     std::erase_if(backends_, [&](const auto& item) { return item.second != target; });

@@ -110,6 +110,10 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   // The primary's connection; a write first passes the write gate and takes a ticket.
   awaitable<std::shared_ptr<RedisBackend>> PrimaryBackend(bool write, std::string& error);
   void AbortWrites();
+  // Takes the write-gate ticket once per run of unanswered writes; false: a switchover started.
+  bool TakeWriteTicket(WriteGate& gate);
+  // A write may go over a shared connection now (gate open, ticket taken).
+  bool MayWriteShared();
   awaitable<std::shared_ptr<RedisBackend>> BackendFor(const routing::NodeState& node,
                                                       std::string& error);
   // Replays the session's connection state on a backend that missed a change (SELECT, HELLO...).
@@ -170,12 +174,15 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
 
   // Read/write splitting.
   routing::SessionRouteState route_state_;  // last_write_ack: when a write's reply arrived
-  std::optional<WriteGate::Ticket> write_ticket_;  // while writes are unanswered
+  std::unique_ptr<WriteGate::Seat> gate_seat_;      // taken at the first write
+  std::optional<WriteGate::Ticket> write_ticket_;  // while writes are unanswered (after the seat)
   int64_t unacknowledged_ = 0;  // pending writes and state changes: reads stay on the primary
   // Requests in flight on the session's own connections and on shared ones. A session uses
   // one kind at a time, so that its requests run in the order it sent them.
   int64_t dedicated_in_flight_ = 0;
   int64_t shared_in_flight_ = 0;
+  // A write went over a shared connection since the last WAIT fence (see Decide).
+  bool shared_write_unfenced_ = false;
   bool may_share_ = true;  // false once the client used CLIENT, MONITOR...
   uint64_t conn_generation_ = 0;  // bumped whenever conn_ changes (backends catch up lazily)
   std::shared_ptr<const routing::RedisCommandTable> commands_;

@@ -1,5 +1,5 @@
 // A pipelined server connection that the Redis sessions of one worker share for their plain
-// reads, as twemproxy funnels its clients: the requests of many clients travel in one write and
+// keyed reads and writes, as twemproxy funnels its clients: the requests of many clients travel in one write and
 // their replies come back in one read, which saves system calls in the proxy and in the server.
 //
 //   session A ─GET─┐                                          ┌─▶ reply 1 ─▶ A
@@ -8,8 +8,9 @@
 //
 // Redis answers one connection's requests in order, so the n-th reply belongs to the n-th
 // request. Sessions only send what does not depend on a connection (RESP2, db 0, no name, no
-// AUTH of their own, no MULTI/WATCH/pub-sub/tracking pin, keyed non-blocking reads): see
-// RedisSession::CanShare. A link that fails answers what it owes with -TRYAGAIN, as a lost
+// AUTH of their own, no MULTI/WATCH/pub-sub/tracking pin, keyed non-blocking commands, no
+// scripts): see RedisSession::CanShare. A write still takes the session's write-gate ticket,
+// and WAIT after shared writes is fenced on the session's own connection (Decide). A link that fails answers what it owes with -TRYAGAIN, as a lost
 // dedicated connection does, and is replaced on next use.
 #pragma once
 

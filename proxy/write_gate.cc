@@ -5,38 +5,43 @@
 
 namespace nerava::proxy {
 
+WriteGate::Seat::~Seat() {
+  std::lock_guard lock(gate_->mutex_);
+  gate_->seats_.erase(this);
+}
+
 WriteGate::Ticket& WriteGate::Ticket::operator=(Ticket&& other) noexcept {
   if (this != &other) {
     Release();
-    gate_ = std::exchange(other.gate_, nullptr);
-    id_ = other.id_;
+    seat_ = std::exchange(other.seat_, nullptr);
   }
   return *this;
 }
 
 void WriteGate::Ticket::Release() {
-  if (gate_) gate_->Leave(id_);
-  gate_ = nullptr;
+  if (seat_ == nullptr) return;
+  seat_->holding_.store(false);
+  seat_->gate_->active_.fetch_sub(1);
+  seat_ = nullptr;
 }
 
-std::optional<WriteGate::Ticket> WriteGate::TryEnter(std::function<void()> abort) {
-  active_.fetch_add(1);  // count first: Close() then sees us, or we see Close()
+std::unique_ptr<WriteGate::Seat> WriteGate::TakeSeat(std::function<void()> abort) {
+  std::unique_ptr<Seat> seat(new Seat(this, std::move(abort)));  // private constructor
+  std::lock_guard lock(mutex_);
+  seats_.insert(seat.get());
+  return seat;
+}
+
+std::optional<WriteGate::Ticket> WriteGate::TryEnter(Seat& seat) {
+  // Count first: Close() then sees us, or we see Close().
+  seat.holding_.store(true);
+  active_.fetch_add(1);
   if (Holds(/*write=*/true)) {
     active_.fetch_sub(1);
+    seat.holding_.store(false);
     return std::nullopt;
   }
-  std::lock_guard lock(mutex_);
-  const uint64_t id = next_id_++;
-  aborts_.emplace(id, std::move(abort));
-  return Ticket(this, id);
-}
-
-void WriteGate::Leave(uint64_t id) {
-  {
-    std::lock_guard lock(mutex_);
-    aborts_.erase(id);
-  }
-  active_.fetch_sub(1);
+  return Ticket(&seat);
 }
 
 awaitable<bool> WriteGate::WaitOpen(bool write, std::chrono::steady_clock::time_point deadline) {
@@ -69,7 +74,9 @@ int WriteGate::AbortActive() {
   std::vector<std::function<void()>> aborts;
   {
     std::lock_guard lock(mutex_);
-    for (const auto& [id, abort] : aborts_) aborts.push_back(abort);
+    for (const Seat* seat : seats_) {
+      if (seat->holding_.load()) aborts.push_back(seat->abort_);
+    }
   }
   for (const auto& abort : aborts) {
     if (abort) abort();

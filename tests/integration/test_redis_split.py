@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
+import signal
 import socket
 import threading
 import time
@@ -494,6 +496,65 @@ def test_plain_reads_of_many_clients_share_a_server_connection(proxy, topology):
     print(f"\n{clients_n} clients x {reads} GETs: {opened} new replica connections, "
           f"{len(getters)} connections ran GET")
     assert opened <= 3, opened
+
+
+def test_plain_writes_of_many_clients_share_a_server_connection(proxy, topology):
+    rc = topology.redis
+    primary = node_client(topology, rc.primary)
+    for _ in range(4):  # one warm shared connection to the primary per worker
+        assert client(proxy, single_connection_client=True).set("shw:warm", "1")
+    time.sleep(0.5)
+    opened_before = int(primary.info("stats")["total_connections_received"])
+    clients_n, writes = 24, 100
+    clients = [client(proxy, single_connection_client=True) for _ in range(clients_n)]
+    errors: list[str] = []
+    start = threading.Barrier(clients_n)
+
+    def writer(i: int) -> None:
+        c = clients[i]
+        start.wait(timeout=20)
+        for n in range(writes):
+            if c.incr(f"shw:{i}") != n + 1:  # another client's reply would show here
+                errors.append(f"client {i}: INCR answered out of turn at {n}")
+                return
+        c.rpush(f"shw:list:{i}", *range(3))
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(clients_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors[:5]
+    opened = int(primary.info("stats")["total_connections_received"]) - opened_before
+    print(f"\n{clients_n} clients x {writes} INCRs: {opened} new primary connections")
+    assert opened <= 3, opened
+    for i in range(clients_n):
+        assert primary.get(f"shw:{i}") == str(writes).encode()
+        assert primary.lrange(f"shw:list:{i}", 0, -1) == [b"0", b"1", b"2"]
+
+
+def test_wait_covers_writes_made_over_a_shared_connection(proxy, topology):
+    """WAIT counts the replicas that have its connection's last write; the proxy sends a
+    replicated no-op on the client's own connection first, so writes that went over a shared
+    connection count. With the replica frozen WAIT must time out, not claim a copy."""
+    rc = topology.redis
+    replica = rc.replicas[0]
+    c = client(proxy, single_connection_client=True)
+    for _ in range(4):  # the shared connections are open: the SET below goes over one
+        assert client(proxy, single_connection_client=True).set("shw:wait-warm", "1")
+    time.sleep(0.5)
+    pid = replica.pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert c.set("shw:wait", "1")
+        started = time.monotonic()
+        assert c.execute_command("WAIT", 1, 400) == 0
+        assert time.monotonic() - started >= 0.35
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert c.execute_command("WAIT", 1, 10000) == 1
+    # The fence is a PUBLISH nobody hears; the data is unchanged.
+    assert node_client(topology, rc.primary).get("shw:wait") == b"1"
 
 
 def test_clients_that_label_their_connection_still_share(proxy, topology):
