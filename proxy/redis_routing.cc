@@ -154,13 +154,16 @@ bool RedisSession::MayWriteShared() {
 }
 
 void RedisSession::AbortWrites() {
-  // A switchover gave up waiting: the writes still unanswered fail with TRYAGAIN.
+  // A switchover gave up waiting: the writes still unanswered fail with TRYAGAIN (unless they
+  // were answered while the request to abort travelled here).
+  if (!write_ticket_) return;
   for (Pending& entry : pending_) {
     if (!entry.write) continue;
     if (entry.backend && !entry.backend->broken) entry.backend->stream.Close();
     // A shared connection carries other sessions' requests: answer for this one here (its
     // reply, when it comes, is dropped with the SharedReply).
     if (entry.shared && !entry.shared->started && !entry.shared->done) {
+      entry.shared->abandoned = true;
       entry.shared.reset();
       --shared_in_flight_;
       redis::AppendError(entry.local, "TRYAGAIN a switchover gave up waiting for this write; "

@@ -317,10 +317,19 @@ awaitable<void> RedisSession::Decide(bool complete) {
   if (multi || watching || pubsub || tracking) intent.replica_ok = false;
   if (!multi && !watching && !pubsub && !tracking && CanShare(command, complete) &&
       (!entry.write || MayWriteShared())) {
-    if (std::shared_ptr<RedisSharedLink> link = SharedLinkFor(intent)) {
+    std::shared_ptr<RedisSharedLink> link = SharedLinkFor(intent);
+    if (link && shared_in_flight_ > 0 && shared_link_.lock() != link) {
+      // Requests on another shared connection first: a write to the primary must not
+      // overtake a read still queued at a replica.
+      co_await Flush();
+      while (shared_in_flight_ > 0 && !shutdown_requested_) co_await Wait(reader_wake_);
+      if (!link->usable()) link.reset();  // failed meanwhile: the session's own connection
+    }
+    if (link && !shutdown_requested_) {
+      shared_link_ = link;
       if (entry.write) {
         record_.SetRoute(routing::RouteReasonName(routing::RouteReason::kWrite));
-        shared_write_unfenced_ = true;
+        shared_write_node_ = link->node_name();
       }
       std::weak_ptr<RedisSession> self = weak_from_this();
       entry.shared = link->Send(client_in_.data().substr(pos_, request_fed_), [self] {
@@ -340,16 +349,28 @@ awaitable<void> RedisSession::Decide(bool complete) {
     co_return;
   }
   SetPins(multi, watching, pubsub, tracking, target);
-  if (shared_write_unfenced_ && !multi && (name == "WAIT" || name == "WAITAOF")) {
+  if (!shared_write_node_.empty() && !multi && (name == "WAIT" || name == "WAITAOF")) {
+    const bool elsewhere = target->node_name != shared_write_node_;
+    shared_write_node_.clear();
+    if (elsewhere) {
+      // The writes went to a primary no longer in use (a failover since): no replica of this
+      // one is known to have them.
+      Pending zero;
+      zero.local = name == "WAIT" ? ":0\r\n" : "*2\r\n:0\r\n:0\r\n";
+      Enqueue(std::move(zero));
+      co_return;  // kDrop
+    }
     // WAIT counts the replicas that have this connection's last write, and the session's
     // writes went over a shared one: a propagated no-op here first moves this connection's
     // write offset past them (they were answered before this request was decided).
     Pending fence;
     fence.backend = target;
     fence.swallow = true;
+    fence.fence = true;
+    fence_refused_ = false;
     Enqueue(std::move(fence));
     co_await AppendOwned(target, std::string(kWaitFence));
-    shared_write_unfenced_ = false;
+    entry.after_fence = true;
   }
   if (reset) {
     // Other servers of the session keep the old state: drop them, they reopen fresh.
@@ -551,6 +572,17 @@ void RedisSession::EnqueueLocalError(std::string_view message, bool close_after)
 }
 
 // ------------------------------------------------------------------------------------ session
+
+RedisSession::~RedisSession() {
+  // Replies still owed on a shared connection have no reader any more: the link drops them
+  // rather than hold the other sessions on it behind a large one.
+  for (Pending& entry : pending_) {
+    if (!entry.shared) continue;
+    entry.shared->abandoned = true;
+    entry.shared->bytes.clear();
+    if (entry.shared->on_drained) entry.shared->on_drained();
+  }
+}
 
 awaitable<void> RedisSession::Run() {
   // Spreads sessions over equally good replicas, stable for the session's life.

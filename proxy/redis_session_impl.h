@@ -56,8 +56,10 @@ struct Pending {
   std::optional<RedisStateChange> on_ok;
   // May change data: its reply is the write's acknowledgement (read-your-writes).
   bool write = false;
-  // A read sent over the worker's shared connection (backend null): its reply arrives here.
+  // A request sent over the worker's shared connection (backend null): its reply arrives here.
   std::shared_ptr<SharedReply> shared;
+  bool fence = false;        // the swallowed no-op before a WAIT (see Decide)
+  bool after_fence = false;  // that WAIT: answered with an error if the fence was refused
 };
 
 class RedisSession : public std::enable_shared_from_this<RedisSession> {
@@ -71,6 +73,8 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
         requests_(context_->limits, kCaptureArgs, /*capture_bytes=*/64),
         reader_wake_(executor_),
         writer_wake_(executor_) {}
+
+  ~RedisSession();
 
   awaitable<void> Run();
   void RequestShutdown();
@@ -181,8 +185,12 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   // one kind at a time, so that its requests run in the order it sent them.
   int64_t dedicated_in_flight_ = 0;
   int64_t shared_in_flight_ = 0;
-  // A write went over a shared connection since the last WAIT fence (see Decide).
-  bool shared_write_unfenced_ = false;
+  // The shared connection of the requests in flight there: a request for another one waits
+  // until they are answered, so that the session's requests run in the order sent.
+  std::weak_ptr<RedisSharedLink> shared_link_;
+  // The node a write went to over a shared connection since the last WAIT fence (see Decide).
+  std::string shared_write_node_;
+  bool fence_refused_ = false;  // the last fence got an error: its WAIT is answered with one
   bool may_share_ = true;  // false once the client used CLIENT, MONITOR...
   uint64_t conn_generation_ = 0;  // bumped whenever conn_ changes (backends catch up lazily)
   std::shared_ptr<const routing::RedisCommandTable> commands_;

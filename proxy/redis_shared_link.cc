@@ -133,7 +133,7 @@ awaitable<void> RedisSharedLink::ReadLoop(std::shared_ptr<RedisSharedLink> self)
       }
       if (!progress->complete && value_bytes < kPieceBytes) break;
       std::shared_ptr<SharedReply> reply = owed_.front();
-      reply->bytes.append(in.data().substr(0, value_bytes));
+      if (!reply->abandoned) reply->bytes.append(in.data().substr(0, value_bytes));
       in.Consume(value_bytes);
       value_bytes = 0;
       reply->started = true;
@@ -142,7 +142,8 @@ awaitable<void> RedisSharedLink::ReadLoop(std::shared_ptr<RedisSharedLink> self)
         owed_.pop_front();
       }
       if (reply->on_data) reply->on_data();
-      while (!reply->done && reply->bytes.size() >= kMaxUnread && !failed_) {
+      while (!reply->done && reply->bytes.size() >= kMaxUnread && !reply->abandoned &&
+             !failed_) {
         co_await drained_.Wait();  // a slow reader of a large value
       }
       if (failed_) co_return;

@@ -35,6 +35,7 @@ struct SharedReply {
   bool done = false;  // the reply is complete in `bytes` plus what was taken before
   bool started = false;  // a first piece was passed on
   bool broken = false;   // the link failed half way through: the client's stream is cut
+  bool abandoned = false;  // the session is gone (or gave up on it): the link discards it
   std::function<void()> on_data;     // wakes the session's reply writer
   std::function<void()> on_drained;  // the session took `bytes`: the link may read on
 };
@@ -54,6 +55,7 @@ class RedisSharedLink : public std::enable_shared_from_this<RedisSharedLink> {
   std::shared_ptr<SharedReply> Send(std::string_view request, std::function<void()> on_data);
 
   const std::string& node_name() const { return target_.node_name; }
+  bool usable() const { return ready_ && !failed_; }
 
  private:
   awaitable<void> Open(std::shared_ptr<RedisSharedLink> self, RedisBackendOptions options,

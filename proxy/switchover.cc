@@ -80,6 +80,16 @@ absl::StatusOr<std::vector<SwitchReport>> Switchover::SwitchPrimary(
   }
   std::vector<SwitchReport> reports;
   for (const auto& [protocol, chosen] : chosen_by_protocol) {
+    if (!reports.empty() && !reports.back().ok) {
+      // One protocol failed to move: moving the next would split writes across regions.
+      const NodeState* current = snapshot->Get(protocol).Primary();
+      SwitchReport skipped{protocol, current ? current->name : "", chosen->name};
+      skipped.error = "not attempted: the " +
+                      std::string(routing::ProtocolName(reports.back().protocol)) +
+                      " switch failed";
+      reports.push_back(std::move(skipped));
+      continue;
+    }
     if (snapshot->Get(protocol).Primary() == chosen) {
       SwitchReport report{protocol, chosen->name, chosen->name};
       report.ok = true;

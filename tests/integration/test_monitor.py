@@ -313,12 +313,13 @@ def test_redis_server_connections_are_counted(proxy):
                 metric(parsed, "backend_connections", protocol="redis", node="redis-primary"))
 
     clients_before, servers_before = gauges()
-    assert clients_before is not None and servers_before is not None  # exported from the start
+    assert clients_before is not None and servers_before is not None
     clients = [redis.Redis(host="127.0.0.1", port=proxy.redis_port, socket_timeout=10,
                            single_connection_client=True) for _ in range(3)]
     for i, c in enumerate(clients):
         assert c.publish(f"monitor:counted:{i}", "x") == 0  # no key: the client's own connection
-    assert gauges() == (clients_before + 3, servers_before + 3)
+    wait_until("three more clients and server connections counted",
+               lambda: gauges() == (clients_before + 3, servers_before + 3), timeout=10)
     for c in clients:
         c.close()
         c.connection_pool.disconnect()  # close() alone keeps the socket in redis-py's pool

@@ -514,8 +514,9 @@ def test_plain_writes_of_many_clients_share_a_server_connection(proxy, topology)
         c = clients[i]
         start.wait(timeout=20)
         for n in range(writes):
-            if c.incr(f"shw:{i}") != n + 1:  # another client's reply would show here
-                errors.append(f"client {i}: INCR answered out of turn at {n}")
+            # Steps unique to each client: another client's reply would show here.
+            if (got := c.incrby(f"shw:{i}", i + 1)) != (n + 1) * (i + 1):
+                errors.append(f"client {i}: INCRBY answered {got} at {n}")
                 return
         c.rpush(f"shw:list:{i}", *range(3))
 
@@ -529,8 +530,38 @@ def test_plain_writes_of_many_clients_share_a_server_connection(proxy, topology)
     print(f"\n{clients_n} clients x {writes} INCRs: {opened} new primary connections")
     assert opened <= 3, opened
     for i in range(clients_n):
-        assert primary.get(f"shw:{i}") == str(writes).encode()
+        assert primary.get(f"shw:{i}") == str(writes * (i + 1)).encode()
         assert primary.lrange(f"shw:list:{i}", 0, -1) == [b"0", b"1", b"2"]
+
+
+def test_a_shared_write_waits_for_the_sessions_shared_read_on_a_replica(proxy, topology):
+    """GET k then INCR k in one pipeline: the GET goes to a replica's shared connection, the
+    INCR to the primary's. The INCR must not run before the GET is answered (a direct
+    connection runs them in order), even when the replica is slow."""
+    rc = topology.redis
+    replica = rc.replicas[0]
+    node_client(topology, rc.primary).set("shw:order", "1")
+    replicated(topology, "shw:order", b"1")
+    for _ in range(4):  # each worker's shared connections to both nodes are open
+        warm = client(proxy, single_connection_client=True)
+        assert warm.get("shw:order") == b"1" and warm.set("shw:order-warm", "1")
+    time.sleep(0.5)
+    pid = replica.pid()
+    with socket.create_connection(("127.0.0.1", proxy.redis_port), timeout=20) as s:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            s.sendall(b"*2\r\n$3\r\nGET\r\n$9\r\nshw:order\r\n"
+                      b"*2\r\n$4\r\nINCR\r\n$9\r\nshw:order\r\n")
+            time.sleep(0.5)
+            # The GET waits at the frozen replica; the INCR must still be waiting behind it.
+            assert node_client(topology, rc.primary).get("shw:order") == b"1"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        replies = b""
+        deadline = time.monotonic() + 20
+        while replies.count(b"\r\n") < 3 and time.monotonic() < deadline:
+            replies += s.recv(4096)
+    assert replies == b"$1\r\n1\r\n:2\r\n", replies
 
 
 def test_wait_covers_writes_made_over_a_shared_connection(proxy, topology):
@@ -543,6 +574,12 @@ def test_wait_covers_writes_made_over_a_shared_connection(proxy, topology):
     for _ in range(4):  # the shared connections are open: the SET below goes over one
         assert client(proxy, single_connection_client=True).set("shw:wait-warm", "1")
     time.sleep(0.5)
+    primary = node_client(topology, rc.primary)
+
+    def publishes() -> int:
+        return int(primary.info("commandstats").get("cmdstat_publish", {}).get("calls", 0))
+
+    before = publishes()
     pid = replica.pid()
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -552,7 +589,10 @@ def test_wait_covers_writes_made_over_a_shared_connection(proxy, topology):
         assert time.monotonic() - started >= 0.35
     finally:
         os.kill(pid, signal.SIGCONT)
+    # The SET went over a shared connection: WAIT was fenced, once.
+    assert publishes() == before + 1
     assert c.execute_command("WAIT", 1, 10000) == 1
+    assert publishes() == before + 1  # no shared write since: no second fence
     # The fence is a PUBLISH nobody hears; the data is unchanged.
     assert node_client(topology, rc.primary).get("shw:wait") == b"1"
 
