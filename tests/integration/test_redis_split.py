@@ -20,7 +20,7 @@ import signal
 import socket
 import threading
 import time
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 import redis
@@ -454,6 +454,30 @@ def server_connections_running(topology, node, command: str) -> list[dict]:
     return [c for c in me.client_list() if c.get("cmd") == command]
 
 
+def connections_received(topology, node) -> int:
+    """How many connections `node` has accepted so far (this INFO client included)."""
+    return int(node_client(topology, node).info("stats")["total_connections_received"])
+
+
+def run_together(clients: list, body) -> list[str]:
+    """Runs body(i, client) for every client at the same time (a barrier starts them all);
+    returns the errors the bodies returned."""
+    errors: list[str] = []
+    start = threading.Barrier(len(clients))
+
+    def run(i: int) -> None:
+        start.wait(timeout=20)
+        if (error := body(i, clients[i])) is not None:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(clients))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return errors
+
+
 def test_plain_reads_of_many_clients_share_a_server_connection(proxy, topology):
     rc = topology.redis
     replica = rc.replicas[0]
@@ -468,30 +492,21 @@ def test_plain_reads_of_many_clients_share_a_server_connection(proxy, topology):
         warm = client(proxy, single_connection_client=True)
         assert warm.get("sh:0") == b"value-0"
     time.sleep(0.5)
-    opened_before = int(node_client(topology, replica).info("stats")["total_connections_received"])
-    errors: list[str] = []
+    opened_before = connections_received(topology, replica)
     clients = [client(proxy, single_connection_client=True) for _ in range(clients_n)]
-    start = threading.Barrier(clients_n)
 
-    def reader(i: int) -> None:
-        c = clients[i]
-        start.wait(timeout=20)
+    def reader(i: int, c) -> Optional[str]:
         for n in range(reads):
             got = c.get(f"sh:{i}")
             if got != f"value-{i}".encode():  # another client's reply would show here
-                errors.append(f"client {i} read {got!r} at {n}")
-                return
+                return f"client {i} read {got!r} at {n}"
+        return None
 
-    threads = [threading.Thread(target=reader, args=(i,)) for i in range(clients_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    errors = run_together(clients, reader)
     assert not errors, errors[:5]
     # The replica served them all over the shared connections: 24 new clients made no new
     # server connections (24 without sharing); the INFO client that counts them is 1.
-    opened = int(node_client(topology, replica).info("stats")["total_connections_received"])
-    opened -= opened_before
+    opened = connections_received(topology, replica) - opened_before
     getters = server_connections_running(topology, replica, "get")
     print(f"\n{clients_n} clients x {reads} GETs: {opened} new replica connections, "
           f"{len(getters)} connections ran GET")
@@ -504,29 +519,21 @@ def test_plain_writes_of_many_clients_share_a_server_connection(proxy, topology)
     for _ in range(4):  # one warm shared connection to the primary per worker
         assert client(proxy, single_connection_client=True).set("shw:warm", "1")
     time.sleep(0.5)
-    opened_before = int(primary.info("stats")["total_connections_received"])
+    opened_before = connections_received(topology, rc.primary)
     clients_n, writes = 24, 100
     clients = [client(proxy, single_connection_client=True) for _ in range(clients_n)]
-    errors: list[str] = []
-    start = threading.Barrier(clients_n)
 
-    def writer(i: int) -> None:
-        c = clients[i]
-        start.wait(timeout=20)
+    def writer(i: int, c) -> Optional[str]:
         for n in range(writes):
             # Steps unique to each client: another client's reply would show here.
             if (got := c.incrby(f"shw:{i}", i + 1)) != (n + 1) * (i + 1):
-                errors.append(f"client {i}: INCRBY answered {got} at {n}")
-                return
+                return f"client {i}: INCRBY answered {got} at {n}"
         c.rpush(f"shw:list:{i}", *range(3))
+        return None
 
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(clients_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    errors = run_together(clients, writer)
     assert not errors, errors[:5]
-    opened = int(primary.info("stats")["total_connections_received"]) - opened_before
+    opened = connections_received(topology, rc.primary) - opened_before
     print(f"\n{clients_n} clients x {writes} INCRs: {opened} new primary connections")
     assert opened <= 3, opened
     for i in range(clients_n):
@@ -607,7 +614,7 @@ def test_clients_that_label_their_connection_still_share(proxy, topology):
     for _ in range(4):  # one warm shared connection per worker
         assert client(proxy, single_connection_client=True).get("sh:label") == b"v"
     time.sleep(0.5)
-    opened_before = int(node_client(topology, replica).info("stats")["total_connections_received"])
+    opened_before = connections_received(topology, replica)
     clients_n, reads = 12, 150
     clients = [client(proxy, single_connection_client=True) for _ in range(clients_n)]
     for c in clients:
@@ -617,24 +624,16 @@ def test_clients_that_label_their_connection_still_share(proxy, topology):
             except redis.ResponseError as e:  # Redis < 7.2
                 assert "SETINFO" in str(e).upper(), e
         assert c.execute_command("CLIENT", "GETNAME") is None
-    errors: list[str] = []
-    start = threading.Barrier(clients_n)
 
-    def reader(c: redis.Redis) -> None:
-        start.wait(timeout=20)
+    def reader(i: int, c) -> Optional[str]:
         for n in range(reads):
             if (got := c.get("sh:label")) != b"v":
-                errors.append(f"read {got!r} at {n}")
-                return
+                return f"client {i} read {got!r} at {n}"
+        return None
 
-    threads = [threading.Thread(target=reader, args=(c,)) for c in clients]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    errors = run_together(clients, reader)
     assert not errors, errors[:5]
-    opened = int(node_client(topology, replica).info("stats")["total_connections_received"])
-    opened -= opened_before
+    opened = connections_received(topology, replica) - opened_before
     # Without sharing the clients would have opened their own replica connections (12 here).
     print(f"\n{clients_n} labelled clients: {opened} new replica connections")
     assert opened <= 3, opened
