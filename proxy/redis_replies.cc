@@ -95,7 +95,7 @@ awaitable<bool> RedisSession::Pump(std::shared_ptr<RedisBackend> backend) {
     const bool my_turn = !pending_.empty() && pending_.front().backend.get() == &b;
     if (!owner && !my_turn && !pending_.empty()) break;  // another one's turn
     // The WAIT behind a refused fence would overstate what the replicas have: it gets an error.
-    const bool replace = my_turn && pending_.front().after_fence && fence_refused_;
+    const bool replace = my_turn && pending_.front().fence_refused;
     const bool swallow = my_turn && (pending_.front().swallow || replace);
     if (swallow && ready > 0) break;  // write the forwarded part first
     const std::string_view rest = b.in.data().substr(ready + b.value_bytes);
@@ -126,7 +126,7 @@ awaitable<bool> RedisSession::Pump(std::shared_ptr<RedisBackend> backend) {
       if (IsError(progress->type) && pending_.front().fence) {
         spdlog::warn("redis: server {} refused the WAIT fence (PUBLISH): {}", b.node_name,
                      b.decoder.scalar());
-        fence_refused_ = true;
+        if (pending_.size() > 1) pending_[1].fence_refused = true;  // its WAIT, enqueued next
       } else if (IsError(progress->type) && !replace) {
         spdlog::warn("redis: server {} refused the proxy's login: {}", b.node_name,
                      b.decoder.scalar());
@@ -134,13 +134,9 @@ awaitable<bool> RedisSession::Pump(std::shared_ptr<RedisBackend> backend) {
       b.in.Consume(b.value_bytes);  // ready == 0 here
       dropped = true;
       if (replace) {
-        Pending& head = pending_.front();
-        head.backend.reset();
-        --dedicated_in_flight_;
-        redis::AppendError(head.local,
-                           "ERR WAIT cannot count the writes this client made over the proxy's "
-                           "shared connection: the server refused the proxy's PUBLISH fence");
-        fence_refused_ = false;
+        AnswerLocally(pending_.front(),
+                      "ERR WAIT cannot count the writes this client made over the proxy's "
+                      "shared connection: the server refused the proxy's PUBLISH fence");
         b.value_bytes = 0;
         co_return true;  // the writer sends the error in its turn
       }

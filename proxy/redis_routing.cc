@@ -163,15 +163,87 @@ void RedisSession::AbortWrites() {
     // A shared connection carries other sessions' requests: answer for this one here (its
     // reply, when it comes, is dropped with the SharedReply).
     if (entry.shared && !entry.shared->started && !entry.shared->done) {
-      entry.shared->abandoned = true;
-      entry.shared.reset();
-      --shared_in_flight_;
-      redis::AppendError(entry.local, "TRYAGAIN a switchover gave up waiting for this write; "
-                                      "the command may have run");
+      AnswerLocally(entry, "TRYAGAIN a switchover gave up waiting for this write; "
+                           "the command may have run");
     }
   }
   reader_wake_.cancel();
   writer_wake_.cancel();
+}
+
+void RedisSession::Abandon(SharedReply& reply) {
+  reply.abandoned = true;
+  reply.bytes.clear();
+  if (reply.on_drained) reply.on_drained();  // a link waiting for this reader reads on
+}
+
+void RedisSession::AnswerLocally(Pending& entry, std::string_view error) {
+  if (entry.backend) {
+    entry.backend.reset();
+    --dedicated_in_flight_;
+  }
+  if (entry.shared) {
+    Abandon(*entry.shared);
+    entry.shared.reset();
+    --shared_in_flight_;
+  }
+  redis::AppendError(entry.local, error);
+  reader_wake_.cancel();
+}
+
+awaitable<bool> RedisSession::TrySendShared(const routing::RouteIntent& intent, Pending& entry) {
+  std::shared_ptr<RedisSharedLink> link = SharedLinkFor(intent);
+  if (link && shared_in_flight_ > 0 && shared_link_.lock() != link) {
+    // Requests on another shared connection first: a write to the primary must not overtake a
+    // read still queued at a replica.
+    co_await WaitSharedAnswered();
+    if (!link->usable()) co_return false;  // failed meanwhile: the session's own connection
+  }
+  if (!link || shutdown_requested_) co_return false;
+  shared_link_ = link;
+  if (entry.write) {
+    record_.SetRoute(routing::RouteReasonName(routing::RouteReason::kWrite));
+    shared_write_node_ = link->node_name();
+  }
+  std::weak_ptr<RedisSession> self = weak_from_this();
+  entry.shared = link->Send(client_in_.data().substr(pos_, request_fed_), [self] {
+    if (auto session = self.lock()) session->writer_wake_.cancel();
+  });
+  Enqueue(std::move(entry));
+  co_return true;
+}
+
+awaitable<void> RedisSession::WaitSharedAnswered() {
+  if (shared_in_flight_ > 0) co_await Flush();
+  while (shared_in_flight_ > 0 && !shutdown_requested_) co_await Wait(reader_wake_);
+}
+
+awaitable<bool> RedisSession::FenceWait(std::string_view name,
+                                        const std::shared_ptr<RedisBackend>& target) {
+  if (shared_write_node_.empty()) co_return true;  // no write went over a shared connection
+  const bool elsewhere = target->node_name != shared_write_node_;
+  shared_write_node_.clear();
+  if (elsewhere) {
+    // The writes went to a primary no longer in use (a failover since): no replica of this one
+    // is known to have them.
+    Pending zero;
+    zero.local = name == "WAIT" ? ":0\r\n" : "*2\r\n:0\r\n:0\r\n";
+    Enqueue(std::move(zero));
+    co_return false;
+  }
+  // WAIT counts the replicas that have its connection's last write, and the session's writes
+  // went over a shared one: a replicated no-op here first moves this connection's write offset
+  // past them (they were answered before this request was decided). PUBLISH is propagated to
+  // replicas yet changes no data; nobody subscribes to the channel.
+  static constexpr std::string_view kWaitFence =
+      "*3\r\n$7\r\nPUBLISH\r\n$27\r\n__nerava-proxy:wait-fence__\r\n$0\r\n\r\n";
+  Pending fence;
+  fence.backend = target;
+  fence.swallow = true;
+  fence.fence = true;  // the WAIT enqueued right behind it learns of a refusal
+  Enqueue(std::move(fence));
+  co_await AppendOwned(target, std::string(kWaitFence));
+  co_return true;
 }
 
 awaitable<std::shared_ptr<RedisBackend>> RedisSession::BackendFor(const routing::NodeState& node,

@@ -38,9 +38,6 @@ constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(10);
 // AUTH, HELLO, SELECT, CLIENT SETNAME are read whole before acting on them; no more than this.
 constexpr size_t kMaxWholeRequest = 1 << 20;
 
-// Replicated to the replicas (PUBLISH is propagated) but changes no data; nobody subscribes.
-constexpr std::string_view kWaitFence =
-    "*3\r\n$7\r\nPUBLISH\r\n$27\r\n__nerava-proxy:wait-fence__\r\n$0\r\n\r\n";
 constexpr std::string_view kNoAuth = "NOAUTH Authentication required.";
 constexpr std::string_view kWrongPass =
     "WRONGPASS invalid username-password pair or user is disabled.";
@@ -317,31 +314,9 @@ awaitable<void> RedisSession::Decide(bool complete) {
   if (multi || watching || pubsub || tracking) intent.replica_ok = false;
   if (!multi && !watching && !pubsub && !tracking && CanShare(command, complete) &&
       (!entry.write || MayWriteShared())) {
-    std::shared_ptr<RedisSharedLink> link = SharedLinkFor(intent);
-    if (link && shared_in_flight_ > 0 && shared_link_.lock() != link) {
-      // Requests on another shared connection first: a write to the primary must not
-      // overtake a read still queued at a replica.
-      co_await Flush();
-      while (shared_in_flight_ > 0 && !shutdown_requested_) co_await Wait(reader_wake_);
-      if (!link->usable()) link.reset();  // failed meanwhile: the session's own connection
-    }
-    if (link && !shutdown_requested_) {
-      shared_link_ = link;
-      if (entry.write) {
-        record_.SetRoute(routing::RouteReasonName(routing::RouteReason::kWrite));
-        shared_write_node_ = link->node_name();
-      }
-      std::weak_ptr<RedisSession> self = weak_from_this();
-      entry.shared = link->Send(client_in_.data().substr(pos_, request_fed_), [self] {
-        if (auto session = self.lock()) session->writer_wake_.cancel();
-      });
-      Enqueue(std::move(entry));
-      co_return;  // kDrop: the bytes went to the link
-    }
+    if (co_await TrySendShared(intent, entry)) co_return;  // kDrop: the bytes went to the link
   }
-  // Requests on a shared connection first, so that this one runs after them.
-  if (shared_in_flight_ > 0) co_await Flush();
-  while (shared_in_flight_ > 0 && !shutdown_requested_) co_await Wait(reader_wake_);
+  co_await WaitSharedAnswered();  // so that this request runs after them
   std::string error;
   auto target = co_await Target(intent, error);
   if (!target) {
@@ -349,28 +324,8 @@ awaitable<void> RedisSession::Decide(bool complete) {
     co_return;
   }
   SetPins(multi, watching, pubsub, tracking, target);
-  if (!shared_write_node_.empty() && !multi && (name == "WAIT" || name == "WAITAOF")) {
-    const bool elsewhere = target->node_name != shared_write_node_;
-    shared_write_node_.clear();
-    if (elsewhere) {
-      // The writes went to a primary no longer in use (a failover since): no replica of this
-      // one is known to have them.
-      Pending zero;
-      zero.local = name == "WAIT" ? ":0\r\n" : "*2\r\n:0\r\n:0\r\n";
-      Enqueue(std::move(zero));
-      co_return;  // kDrop
-    }
-    // WAIT counts the replicas that have this connection's last write, and the session's
-    // writes went over a shared one: a propagated no-op here first moves this connection's
-    // write offset past them (they were answered before this request was decided).
-    Pending fence;
-    fence.backend = target;
-    fence.swallow = true;
-    fence.fence = true;
-    fence_refused_ = false;
-    Enqueue(std::move(fence));
-    co_await AppendOwned(target, std::string(kWaitFence));
-    entry.after_fence = true;
+  if (!multi && (name == "WAIT" || name == "WAITAOF") && !co_await FenceWait(name, target)) {
+    co_return;  // kDrop: answered here
   }
   if (reset) {
     // Other servers of the session keep the old state: drop them, they reopen fresh.
@@ -577,10 +532,7 @@ RedisSession::~RedisSession() {
   // Replies still owed on a shared connection have no reader any more: the link drops them
   // rather than hold the other sessions on it behind a large one.
   for (Pending& entry : pending_) {
-    if (!entry.shared) continue;
-    entry.shared->abandoned = true;
-    entry.shared->bytes.clear();
-    if (entry.shared->on_drained) entry.shared->on_drained();
+    if (entry.shared) Abandon(*entry.shared);
   }
 }
 

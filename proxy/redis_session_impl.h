@@ -58,8 +58,8 @@ struct Pending {
   bool write = false;
   // A request sent over the worker's shared connection (backend null): its reply arrives here.
   std::shared_ptr<SharedReply> shared;
-  bool fence = false;        // the swallowed no-op before a WAIT (see Decide)
-  bool after_fence = false;  // that WAIT: answered with an error if the fence was refused
+  bool fence = false;          // the swallowed no-op before a WAIT (FenceWait)
+  bool fence_refused = false;  // the WAIT behind a refused fence: answered with an error
 };
 
 class RedisSession : public std::enable_shared_from_this<RedisSession> {
@@ -118,6 +118,14 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   bool TakeWriteTicket(WriteGate& gate);
   // A write may go over a shared connection now (gate open, ticket taken).
   bool MayWriteShared();
+  // Sends the request over the worker's shared connection; false: use the session's own.
+  awaitable<bool> TrySendShared(const routing::RouteIntent& intent, Pending& entry);
+  awaitable<void> WaitSharedAnswered();
+  // Before a WAIT/WAITAOF on `target`: false when it was answered here instead.
+  awaitable<bool> FenceWait(std::string_view name, const std::shared_ptr<RedisBackend>& target);
+  // The reply to `entry` is `error`, composed here: its server request is given up.
+  void AnswerLocally(Pending& entry, std::string_view error);
+  static void Abandon(SharedReply& reply);
   awaitable<std::shared_ptr<RedisBackend>> BackendFor(const routing::NodeState& node,
                                                       std::string& error);
   // Replays the session's connection state on a backend that missed a change (SELECT, HELLO...).
@@ -190,7 +198,6 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   std::weak_ptr<RedisSharedLink> shared_link_;
   // The node a write went to over a shared connection since the last WAIT fence (see Decide).
   std::string shared_write_node_;
-  bool fence_refused_ = false;  // the last fence got an error: its WAIT is answered with one
   bool may_share_ = true;  // false once the client used CLIENT, MONITOR...
   uint64_t conn_generation_ = 0;  // bumped whenever conn_ changes (backends catch up lazily)
   std::shared_ptr<const routing::RedisCommandTable> commands_;

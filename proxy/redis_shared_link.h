@@ -10,8 +10,9 @@
 // request. Sessions only send what does not depend on a connection (RESP2, db 0, no name, no
 // AUTH of their own, no MULTI/WATCH/pub-sub/tracking pin, keyed non-blocking commands, no
 // scripts): see RedisSession::CanShare. A write still takes the session's write-gate ticket,
-// and WAIT after shared writes is fenced on the session's own connection (Decide). A link that fails answers what it owes with -TRYAGAIN, as a lost
-// dedicated connection does, and is replaced on next use.
+// and WAIT after shared writes is fenced on the session's own connection (FenceWait). A link
+// that fails answers what it owes with -TRYAGAIN, as a lost dedicated connection does, and is
+// replaced on next use.
 #pragma once
 
 #include <deque>
