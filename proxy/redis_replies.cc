@@ -32,7 +32,7 @@ awaitable<void> RedisSession::WriteReplies() {
     } else if (source) {
       go_on = co_await Pump(std::move(source));
     } else {
-      co_await Wait(writer_wake_);
+      co_await writer_wake_.Wait();
     }
     if (!go_on) break;
     if (shutdown_requested_ && !client_read_cancelled_) {
@@ -80,7 +80,7 @@ void RedisSession::PopHead() {
   // taken from now on includes it.
   if (head.write) route_state_.last_write_ack = std::chrono::steady_clock::now();
   pending_.pop_front();
-  reader_wake_.cancel();
+  reader_wake_.Notify();
 }
 
 // Forwards what `backend` has for the client while it is its turn (or, with nothing pending,

@@ -167,8 +167,8 @@ void RedisSession::AbortWrites() {
                            "the command may have run");
     }
   }
-  reader_wake_.cancel();
-  writer_wake_.cancel();
+  reader_wake_.Notify();
+  writer_wake_.Notify();
 }
 
 void RedisSession::Abandon(SharedReply& reply) {
@@ -188,7 +188,7 @@ void RedisSession::AnswerLocally(Pending& entry, std::string_view error) {
     --shared_in_flight_;
   }
   redis::AppendError(entry.local, error);
-  reader_wake_.cancel();
+  reader_wake_.Notify();
 }
 
 awaitable<bool> RedisSession::TrySendShared(const routing::RouteIntent& intent, Pending& entry) {
@@ -207,7 +207,7 @@ awaitable<bool> RedisSession::TrySendShared(const routing::RouteIntent& intent, 
   }
   std::weak_ptr<RedisSession> self = weak_from_this();
   entry.shared = link->Send(client_in_.data().substr(pos_, request_fed_), [self] {
-    if (auto session = self.lock()) session->writer_wake_.cancel();
+    if (auto session = self.lock()) session->writer_wake_.Notify();
   });
   Enqueue(std::move(entry));
   co_return true;
@@ -215,7 +215,7 @@ awaitable<bool> RedisSession::TrySendShared(const routing::RouteIntent& intent, 
 
 awaitable<void> RedisSession::WaitSharedAnswered() {
   if (shared_in_flight_ > 0) co_await Flush();
-  while (shared_in_flight_ > 0 && !shutdown_requested_) co_await Wait(reader_wake_);
+  while (shared_in_flight_ > 0 && !shutdown_requested_) co_await reader_wake_.Wait();
 }
 
 awaitable<bool> RedisSession::FenceWait(std::string_view name,

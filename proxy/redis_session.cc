@@ -86,11 +86,6 @@ void RedisSession::SetState(SessionState state) {
   record_.SetState(StateName(state));
 }
 
-awaitable<void> RedisSession::Wait(asio::steady_timer& timer) {
-  timer.expires_at(std::chrono::steady_clock::time_point::max());
-  co_await timer.async_wait(kNoThrow);  // ends when cancelled: the event
-}
-
 void RedisSession::RequestShutdown() {
   shutdown_requested_ = true;
   stop_reading_ = true;
@@ -102,7 +97,7 @@ void RedisSession::RequestShutdown() {
     client_.Cancel();
   }
   if (idle_reading_ != nullptr) idle_reading_->stream.Cancel();
-  writer_wake_.cancel();
+  writer_wake_.Notify();
 }
 
 // ------------------------------------------------------------------------------------ reader
@@ -120,10 +115,10 @@ awaitable<void> RedisSession::ReadRequests() {
   }
   stop_reading_ = true;
   SetState(SessionState::kClosing);
-  writer_wake_.cancel();
+  writer_wake_.Notify();
   if (idle_reading_ != nullptr && pending_.empty()) idle_reading_->stream.Cancel();
   // The writer flushes what is pending and ends the session (cancelling this wait).
-  for (;;) co_await Wait(reader_wake_);
+  for (;;) co_await reader_wake_.Wait();
 }
 
 awaitable<bool> RedisSession::HandleInput() {
@@ -135,7 +130,7 @@ awaitable<bool> RedisSession::HandleInput() {
         pending_.size() >= static_cast<size_t>(context_->settings.max_pipeline)) {
       co_await Flush();
       while (pending_.size() >= static_cast<size_t>(context_->settings.max_pipeline)) {
-        co_await Wait(reader_wake_);
+        co_await reader_wake_.Wait();
       }
       continue;
     }
@@ -515,7 +510,7 @@ void RedisSession::Enqueue(Pending entry) {
     idle_reading_->stream.Cancel();
   }
   pending_.push_back(std::move(entry));
-  writer_wake_.cancel();
+  writer_wake_.Notify();
 }
 
 void RedisSession::EnqueueLocalError(std::string_view message, bool close_after) {

@@ -23,6 +23,7 @@
 #include "proxy/redis_context.h"
 #include "proxy/redis_shared_link.h"
 #include "proxy/stream.h"
+#include "proxy/wake_signal.h"
 
 namespace nerava::proxy::redis_session {
 
@@ -154,8 +155,6 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   void PopHead();
   bool FailBackend(RedisBackend& backend);
 
-  awaitable<void> Wait(asio::steady_timer& timer);
-
   std::shared_ptr<const RedisContext> context_;
   ClientRecord record_;  // `show clients`; before client_: built from the socket before it moves
   GaugeHold client_gauge_;  // client_connections{listener="redis"}
@@ -220,8 +219,8 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   int64_t patterns_ = 0;
   int64_t shards_ = 0;
 
-  asio::steady_timer reader_wake_;  // pending_ has room again
-  asio::steady_timer writer_wake_;  // pending_ got an entry, or the reader stopped
+  WakeSignal reader_wake_;  // pending_ has room again
+  WakeSignal writer_wake_;  // pending_ got an entry, or the reader stopped
   bool client_writing_ = false;
   bool shutdown_requested_ = false;
   bool client_read_cancelled_ = false;
