@@ -220,8 +220,8 @@ function checkExampleAgainstValues(region, docs, v) {
   want("monitor", cfg.monitor, { interval: v.config.monitor.interval,
     failure_threshold: v.config.monitor.failureThreshold });
   want("failover", cfg.failover, v.config.failover);
-  want("log_level/shutdown_timeout", [cfg.log_level, cfg.shutdown_timeout],
-    [v.config.logLevel, v.config.shutdownTimeout]);
+  want("log_level/shutdown_timeout/workers", [cfg.log_level, cfg.shutdown_timeout, cfg.workers],
+    [v.config.logLevel, v.config.shutdownTimeout, v.config.workers]);
 
   const pod = dep.spec.template;
   want("pod region label", pod.metadata.labels["nerava.io/region"], v.region);

@@ -34,6 +34,7 @@ region: "${REGION}"
 primary_region: "${PRIMARY_REGION}"
 log_level: {{ $c.logLevel }}
 shutdown_timeout: {{ $c.shutdownTimeout }}
+workers: {{ $c.workers }}
 postgres:
   listen:
     rw: 127.0.0.1:{{ .Values.ports.postgres }}
