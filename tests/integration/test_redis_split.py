@@ -604,6 +604,28 @@ def test_wait_covers_writes_made_over_a_shared_connection(proxy, topology):
     assert node_client(topology, rc.primary).get("shw:wait") == b"1"
 
 
+def test_wait_errs_when_the_fence_is_refused(proxy, topology):
+    """Without channel rights the fence (a PUBLISH) is refused: a WAIT after shared writes cannot
+    know what the replicas have, so it gets an error instead of a count that would overstate it;
+    the session goes on."""
+    rc = topology.redis
+    primary = node_client(topology, rc.primary)
+    c = client(proxy, single_connection_client=True)
+    for _ in range(4):  # the shared connections are open: the SET below goes over one
+        assert client(proxy, single_connection_client=True).set("shw:refused-warm", "1")
+    time.sleep(0.5)
+    primary.execute_command("ACL", "SETUSER", "default", "resetchannels")
+    try:
+        assert c.set("shw:refused", "1")
+        with pytest.raises(redis.ResponseError, match="refused the proxy's PUBLISH fence"):
+            c.execute_command("WAIT", 1, 5000)
+        assert c.get("shw:refused") in (b"1", None)  # the session is still usable
+        # No shared write since the refused WAIT: the next one needs no fence and counts.
+        assert c.execute_command("WAIT", 1, 10000) == 1
+    finally:
+        primary.execute_command("ACL", "SETUSER", "default", "allchannels")
+
+
 def test_clients_that_label_their_connection_still_share(proxy, topology):
     """redis-py >= 5 and go-redis 9 send CLIENT SETINFO when they connect (Redis 7.0 answers it
     with an error, 7.2 with OK): it only labels the connection, so their reads still share."""
