@@ -219,6 +219,29 @@ def test_planned_switchover_under_redis_benchmark(redis_topology):
         assert rc.client(new).get("after-switch") == b"1"
 
 
+def test_wait_after_a_switchover_does_not_count_writes_left_on_the_old_primary(redis_topology):
+    """A SET over a shared connection reached the old primary; after a switchover the session's
+    WAIT goes to the new one, whose replicas the proxy cannot vouch for: it answers 0 (never
+    more than a direct connection to the old primary could have counted) and the session goes
+    on."""
+    rc = redis_topology.redis
+    with start_proxy(redis_topology) as proxy:
+        c = proxy_client(proxy, single_connection_client=True)
+        for _ in range(4):  # the shared connections are open: the SET below goes over one
+            assert proxy_client(proxy, single_connection_client=True).set("wait-warm", "1")
+        time.sleep(0.5)
+        assert c.set("wait-before-switch", "1")
+        ctl_ok(proxy, "switch-primary", REPLICA, "--promote", "--timeout", "10")
+        wait_until("/metrics primary_info to name the new primary",
+                   lambda: primaries_in_metrics(proxy) == {REPLICA}, timeout=10)
+        # The old primary replicates from the new one by now: a fenced WAIT would say 1.
+        wait_until("the old primary to replicate from the new one",
+                   lambda: rc.role(rc.node(PRIMARY))[0] == "slave", timeout=10)
+        assert c.execute_command("WAIT", 1, 2000) == 0
+        assert c.set("wait-after-switch", "1")
+        assert rc.client(rc.node(REPLICA)).get("wait-after-switch") == b"1"
+
+
 # ---------------------------------------------------------------------------------- unplanned
 
 
