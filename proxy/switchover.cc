@@ -35,6 +35,17 @@ std::string InfoField(const std::string& info, const std::string& key) {
   return info.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
 }
 
+// Without --promote the target must be the primary already; with it, a replica to promote.
+absl::Status CheckTargetRole(const NodeState& target, bool promote) {
+  if (!promote && target.role != Role::kPrimary) {
+    return absl::FailedPreconditionError(target.name + " is a replica: add --promote to promote it");
+  }
+  if (promote && target.role != Role::kReplica) {
+    return absl::FailedPreconditionError(target.name + " is not a replica; nothing to promote");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<SwitchReport>> Switchover::SwitchPrimary(
@@ -163,16 +174,7 @@ SwitchReport Switchover::SwitchPostgres(const NodeState& target, bool promote,
   return Run(Protocol::kPostgres, target, timeout,
              [&](const NodeState* old, SwitchReport& report, Clock::time_point deadline)
                  -> absl::Status {
-    if (!promote) {
-      if (target.role != Role::kPrimary) {
-        return absl::FailedPreconditionError(target.name +
-                                             " is a replica: add --promote to promote it");
-      }
-      return absl::OkStatus();
-    }
-    if (target.role != Role::kReplica) {
-      return absl::FailedPreconditionError(target.name + " is not a replica; nothing to promote");
-    }
+    if (auto role = CheckTargetRole(target, promote); !role.ok() || !promote) return role;
     auto standby = AdminPgConnection::Open(settings, target.host, target.port, Left(deadline));
     if (!standby.ok()) return standby.status();
     if (old) {
@@ -243,16 +245,7 @@ SwitchReport Switchover::SwitchRedis(const NodeState& target, bool promote,
     auto command = [&](const NodeState& node, const std::string& words) {
       return RedisCommand(settings, node.host, node.port, words, Left(deadline));
     };
-    if (!promote) {
-      if (target.role != Role::kPrimary) {
-        return absl::FailedPreconditionError(target.name +
-                                             " is a replica: add --promote to promote it");
-      }
-      return absl::OkStatus();
-    }
-    if (target.role != Role::kReplica) {
-      return absl::FailedPreconditionError(target.name + " is not a replica; nothing to promote");
-    }
+    if (auto role = CheckTargetRole(target, promote); !role.ok() || !promote) return role;
     if (!settings.sentinels.empty()) {
       // Sentinel would undo a promotion it did not make: it must run the failover itself.
       return absl::FailedPreconditionError(
