@@ -137,17 +137,10 @@ awaitable<std::optional<PgBackendResult>> ReadUntilReady(PgBackend& backend,
 awaitable<PgBackendResult> Connect(const PgBackendTarget& target, const PgBackendOptions& options,
                                    const StartupParameters& parameters, const std::string& user,
                                    const std::string& password) {
-  auto executor = co_await asio::this_coro::executor;
-  tcp::resolver resolver(executor);
-  auto [resolve_error, endpoints] =
-      co_await resolver.async_resolve(target.host, std::to_string(target.port), kNoThrow);
-  if (resolve_error) co_return Fail(target, "cannot resolve host: " + resolve_error.message());
-  tcp::socket socket(executor);
-  auto [connect_error, endpoint] = co_await asio::async_connect(socket, endpoints, kNoThrow);
-  if (connect_error) co_return Fail(target, connect_error.message());
-  socket.set_option(tcp::no_delay(true));
+  absl::StatusOr<tcp::socket> socket = co_await ConnectTcp(target.host, target.port);
+  if (!socket.ok()) co_return Fail(target, std::string(socket.status().message()));
 
-  auto backend = std::make_unique<PgBackend>(std::move(socket));
+  auto backend = std::make_unique<PgBackend>(std::move(*socket));
   backend->target = target;
   if (options.tls.mode != config::SslMode::kDisable && options.tls_context) {
     std::string request;

@@ -43,18 +43,10 @@ awaitable<std::string> ReadReplayReplies(RedisBackend& backend, size_t count) {
 awaitable<RedisBackendResult> Connect(const RedisBackendTarget& target,
                                       const RedisBackendOptions& options,
                                       const std::vector<RedisCommand>& replay) {
-  auto executor = co_await asio::this_coro::executor;
-  tcp::resolver resolver(executor);
-  auto [resolve_error, endpoints] =
-      co_await resolver.async_resolve(target.host, std::to_string(target.port), kNoThrow);
-  if (resolve_error) co_return Fail(target, "cannot resolve host: " + resolve_error.message());
-  tcp::socket socket(executor);
-  auto [connect_error, endpoint] = co_await asio::async_connect(socket, endpoints, kNoThrow);
-  if (connect_error) co_return Fail(target, connect_error.message());
-  error_code ignored;
-  socket.set_option(tcp::no_delay(true), ignored);
+  absl::StatusOr<tcp::socket> socket = co_await ConnectTcp(target.host, target.port);
+  if (!socket.ok()) co_return Fail(target, std::string(socket.status().message()));
 
-  auto backend = std::make_shared<RedisBackend>(std::move(socket), options.limits);
+  auto backend = std::make_shared<RedisBackend>(std::move(*socket), options.limits);
   backend->node_name = target.node_name;
   if (options.tls_context) {
     if (auto ec = co_await backend->stream.ConnectTls(*options.tls_context, target.host,

@@ -4,6 +4,22 @@
 
 namespace nerava::proxy {
 
+awaitable<absl::StatusOr<tcp::socket>> ConnectTcp(const std::string& host, uint16_t port) {
+  auto executor = co_await asio::this_coro::executor;
+  tcp::resolver resolver(executor);
+  auto [resolve_error, endpoints] =
+      co_await resolver.async_resolve(host, std::to_string(port), kNoThrow);
+  if (resolve_error) {
+    co_return absl::UnavailableError("cannot resolve host: " + resolve_error.message());
+  }
+  tcp::socket socket(executor);
+  auto [connect_error, endpoint] = co_await asio::async_connect(socket, endpoints, kNoThrow);
+  if (connect_error) co_return absl::UnavailableError(connect_error.message());
+  error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  co_return socket;
+}
+
 Stream::Stream(tcp::socket socket) : impl_(std::move(socket)) {
   error_code ignored;
   std::get<tcp::socket>(impl_).non_blocking(true, ignored);

@@ -7,9 +7,14 @@
 #include <variant>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "proxy/asio.h"
 
 namespace nerava::proxy {
+
+// Resolves `host` and connects to the first address that answers, with TCP_NODELAY (the proxy
+// relays small requests and replies: Nagle would hold them back). The error names the step.
+awaitable<absl::StatusOr<tcp::socket>> ConnectTcp(const std::string& host, uint16_t port);
 
 class Stream {
  public:
