@@ -181,7 +181,12 @@ awaitable<PgBackendResult> ConnectPgBackend(const PgBackendTarget& target,
   auto outcome = co_await (Connect(target, options, parameters, user, password) ||
                            deadline.async_wait(kNoThrow));
   if (outcome.index() == 1) co_return Fail(target, "timed out");
-  co_return std::move(std::get<0>(outcome));
+  PgBackendResult result = std::move(std::get<0>(outcome));
+  if (result.backend && options.metrics) {
+    result.backend->open_gauge = GaugeHold(
+        &options.metrics->BackendConnections(routing::Protocol::kPostgres, target.node_name));
+  }
+  co_return result;
 }
 
 }  // namespace nerava::proxy

@@ -17,6 +17,7 @@
 #include "nerava/protocol/pg/messages.h"
 #include "proxy/asio.h"
 #include "proxy/byte_buffer.h"
+#include "proxy/metrics.h"
 #include "proxy/stream.h"
 
 namespace nerava::proxy {
@@ -32,6 +33,7 @@ struct PgBackendOptions {
   std::shared_ptr<ssl::context> tls_context;
   std::chrono::milliseconds connect_timeout{5000};
   pg::Limits limits;
+  Metrics* metrics = nullptr;  // counts the open connection in backend_connections when set
 };
 
 struct PgBackend {
@@ -43,6 +45,7 @@ struct PgBackend {
   pg::BackendKeyData key;      // the server's key, for cancel requests
   std::string startup_replay;  // ParameterStatus and NoticeResponse messages, as received
   char transaction_status = 'I';
+  GaugeHold open_gauge;  // backend_connections{protocol="postgres",node} while it exists
 };
 
 struct PgBackendResult {

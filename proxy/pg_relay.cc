@@ -81,7 +81,7 @@ awaitable<PgServer*> PgRelay::ServerFor(const routing::NodeState* wanted) {
   if (auto it = servers_.find(node.name); it != servers_.end()) co_return it->second.get();
   PgBackendTarget target{node.name, node.host, node.port};
   PgBackendOptions options{context_.settings.backend_tls, context_.backend_tls,
-                           context_.settings.connect_timeout, context_.limits};
+                           context_.settings.connect_timeout, context_.limits, context_.metrics};
   PgBackendResult result =
       co_await ConnectPgBackend(target, options, login_.parameters, login_.user, login_.password);
   if (!result.backend) {
@@ -89,7 +89,6 @@ awaitable<PgServer*> PgRelay::ServerFor(const routing::NodeState* wanted) {
                  node.name, login_.user);
     co_return nullptr;
   }
-  if (observer_.on_server_opened) observer_.on_server_opened(*result.backend);
   // Another batch may have opened one meanwhile (the reply loop retries reads): keep that one.
   if (auto it = servers_.find(node.name); it != servers_.end()) co_return it->second.get();
   auto server = std::make_unique<PgServer>(std::move(result.backend), context_.limits);

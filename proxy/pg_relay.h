@@ -70,8 +70,6 @@ struct PgBatchObserver {
   std::function<void(const PgServer& server, const char* route, char transaction_status,
                      std::chrono::steady_clock::duration took)>
       on_batch_done;
-  // A server connection was opened for the session (after the first).
-  std::function<void(const PgBackend& server)> on_server_opened;
   // The server that now runs the session's requests changed (cancel requests must follow it).
   std::function<void(const PgBackend& server)> on_active_server;
   // A batch was routed by the policy (not by a transaction or a pin to its server).

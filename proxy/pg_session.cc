@@ -135,12 +135,10 @@ class PgSession : public std::enable_shared_from_this<PgSession> {
 
   // Metrics, looked up once per server. A batch runs from its first client message to the
   // ReadyForQuery that answers it.
-  GaugeHold backend_gauge_;  // backend_connections{protocol,node}
   prometheus::Counter* queries_ = nullptr;
   const char* counted_route_ = nullptr;  // the labels queries_ was looked up with
   std::string counted_node_;
   prometheus::Histogram* query_duration_ = nullptr;
-  std::vector<GaugeHold> more_backends_;  // backend_connections of servers opened later
 };
 
 void PgSession::OnBatchDone(const PgServer& server, const char* route, char status,
@@ -205,7 +203,8 @@ awaitable<bool> PgSession::ConnectServer() {
   }
   PgBackendTarget target{primary->name, primary->host, primary->port};
   PgBackendOptions options{context_->settings.backend_tls, context_->backend_tls,
-                           context_->settings.connect_timeout, context_->limits};
+                           context_->settings.connect_timeout, context_->limits,
+                           context_->metrics};
   const std::string password = user_ ? user_->backend_password : std::string();
   PgBackendResult result =
       co_await ConnectPgBackend(target, options, startup_.parameters, user, password);
@@ -218,7 +217,6 @@ awaitable<bool> PgSession::ConnectServer() {
   first_server_ = std::move(result.backend);
   record_.SetNode(target.node_name);
   if (Metrics* metrics = context_->metrics) {
-    backend_gauge_ = GaugeHold(&metrics->BackendConnections(Protocol::kPostgres, target.node_name));
     query_duration_ = &metrics->QueryDuration(Protocol::kPostgres);
   }
   client_key_ = context_->cancels->Register();
@@ -275,12 +273,6 @@ awaitable<void> PgSession::Run() {
     observer.on_batch_done = [this](const PgServer& server, const char* route, char status,
                                     std::chrono::steady_clock::duration took) {
       OnBatchDone(server, route, status, took);
-    };
-    observer.on_server_opened = [this](const PgBackend& server) {
-      if (Metrics* metrics = context_->metrics) {
-        more_backends_.emplace_back(
-            &metrics->BackendConnections(Protocol::kPostgres, server.target.node_name));
-      }
     };
     observer.on_routed = [this](routing::RouteReason reason) {
       record_.SetRoute(routing::RouteReasonName(reason));
