@@ -104,6 +104,7 @@ void PostgresSection(YAML::Emitter& out, const Postgres& pg) {
   Field(out, "max_message_size", FormatSize(pg.max_message_bytes));
   Field(out, "max_client_connections", pg.max_client_connections);
   Field(out, "connect_timeout", FormatDuration(pg.connect_timeout));
+  Field(out, "server_idle_timeout", FormatDuration(pg.server_idle_timeout));
   out << YAML::Key << "volatile_allowlist" << YAML::Value << YAML::Flow << pg.volatile_allowlist;
   out << YAML::Key << "monitor" << YAML::Value << YAML::BeginMap;
   Field(out, "user", pg.monitor_user);

@@ -370,7 +370,8 @@ class Parser {
   void Postgres(const YAML::Node& node, config::Postgres& pg) {
     Map m(errors_, node, "postgres",
           {"listen", "auth", "users", "nodes", "max_lag", "tls", "backend_tls", "max_message_size",
-           "max_client_connections", "connect_timeout", "volatile_allowlist", "monitor"});
+           "max_client_connections", "connect_timeout", "server_idle_timeout",
+           "volatile_allowlist", "monitor"});
     if (const YAML::Node* listen = m.Find("listen")) {
       if (listen->IsMap()) {
         Map l(errors_, *listen, m.PathOf("listen"), {"rw", "ro"});
@@ -414,6 +415,7 @@ class Parser {
     }
     Int(m, "max_client_connections", pg.max_client_connections, 1, std::numeric_limits<int>::max());
     Duration(m, "connect_timeout", pg.connect_timeout);
+    Duration(m, "server_idle_timeout", pg.server_idle_timeout);
     List(m, "volatile_allowlist", [&](const YAML::Node& item, const std::string& path) {
       std::optional<std::string> name = Text(item, path);
       if (!name.has_value()) return;

@@ -64,6 +64,9 @@ void CheckPostgres(const Postgres& pg, ErrorList& errors) {
   if (pg.connect_timeout <= milliseconds(0)) {
     errors.Add("postgres.connect_timeout", "must be greater than 0");
   }
+  if (pg.server_idle_timeout < milliseconds(0)) {
+    errors.Add("postgres.server_idle_timeout", "must not be negative");
+  }
 }
 
 void CheckRedis(const Redis& r, ErrorList& errors) {

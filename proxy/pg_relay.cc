@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "proxy/metrics.h"
+#include "proxy/pg_server_pool.h"
 
 namespace nerava::proxy {
 namespace {
@@ -63,6 +64,29 @@ void PgRelay::CloseServers() {
   for (auto& [name, server] : servers_) server->backend->stream.Close();
 }
 
+std::vector<std::unique_ptr<PgBackend>> PgRelay::TakeReusableServers() {
+  std::vector<std::unique_ptr<PgBackend>> reusable;
+  // Only after the client ended the session between batches, and not because of an error.
+  if (!client_done_ || closing_error_ || server_sent_fatal_ || shutdown_requested_ ||
+      !in_flight_.empty() || lost_transaction_) {
+    return reusable;
+  }
+  for (auto it = servers_.begin(); it != servers_.end();) {
+    PgServer& server = *it->second;
+    const bool idle = !server.lost && !server.writing && server.out.empty() &&
+                      server.tracker.idle() && !server.framer.in_message() &&
+                      server.backend->buffer.empty() &&
+                      server.backend->transaction_status == 'I';
+    if (!idle) {
+      ++it;
+      continue;
+    }
+    reusable.push_back(std::move(server.backend));
+    it = servers_.erase(it);
+  }
+  return reusable;
+}
+
 void PgRelay::MarkActive(PgServer& server) {
   if (active_server_ == &server) return;
   active_server_ = &server;
@@ -80,10 +104,8 @@ awaitable<PgServer*> PgRelay::ServerFor(const routing::NodeState* wanted) {
   const routing::NodeState& node = *wanted;
   if (auto it = servers_.find(node.name); it != servers_.end()) co_return it->second.get();
   PgBackendTarget target{node.name, node.host, node.port};
-  PgBackendOptions options{context_.settings.backend_tls, context_.backend_tls,
-                           context_.settings.connect_timeout, context_.limits, context_.metrics};
   PgBackendResult result =
-      co_await ConnectPgBackend(target, options, login_.parameters, login_.user, login_.password);
+      co_await OpenPgServer(context_, target, login_.parameters, login_.user, login_.password);
   if (!result.backend) {
     spdlog::warn("pg: cannot open a server connection to {} for user {}; using another node",
                  node.name, login_.user);

@@ -25,6 +25,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "nerava/protocol/pg/framer.h"
 #include "nerava/protocol/pg/messages.h"
@@ -101,6 +102,9 @@ class PgRelay {
   const std::optional<pg::Error>& closing_error() const { return closing_error_; }
   bool client_stream_clean() const { return client_stream_clean_; }
   void CloseServers();
+  // After Run(): the server connections a next session could use as they are (idle, nothing
+  // owed, the client ended the session cleanly); they leave the relay.
+  std::vector<std::unique_ptr<PgBackend>> TakeReusableServers();
 
  private:
   awaitable<void> ClientToServers();

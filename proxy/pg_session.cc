@@ -27,6 +27,7 @@
 #include "proxy/pg_handshake.h"
 #include "proxy/pg_io.h"
 #include "proxy/pg_relay.h"
+#include "proxy/pg_server_pool.h"
 #include "proxy/stream.h"
 
 namespace nerava::proxy {
@@ -202,12 +203,9 @@ awaitable<bool> PgSession::ConnectServer() {
     co_return false;
   }
   PgBackendTarget target{primary->name, primary->host, primary->port};
-  PgBackendOptions options{context_->settings.backend_tls, context_->backend_tls,
-                           context_->settings.connect_timeout, context_->limits,
-                           context_->metrics};
   const std::string password = user_ ? user_->backend_password : std::string();
   PgBackendResult result =
-      co_await ConnectPgBackend(target, options, startup_.parameters, user, password);
+      co_await OpenPgServer(*context_, target, startup_.parameters, user, password);
   if (!result.backend) {
     CountError(kErrorBackendConnect);
     spdlog::warn("pg: cannot open server connection to {} for user {}", target.node_name, user);
@@ -296,6 +294,13 @@ awaitable<void> PgSession::Run() {
       } else if (shutdown_requested_) {
         co_await SendError("FATAL", "57P01",
                            "terminating connection due to administrator command");
+      }
+    }
+    // A client that said goodbye leaves its idle server connections to the next session.
+    if (!shutdown_requested_) {
+      for (auto& server : relay_->TakeReusableServers()) {
+        ParkServer(*context_, std::move(server), startup_.parameters,
+                   std::string(startup_.Get("user")));
       }
     }
     relay_->CloseServers();

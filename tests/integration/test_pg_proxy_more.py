@@ -31,6 +31,7 @@ import pytest
 
 from tests.harness import certs, pgwire
 from tests.harness.topology import APP_DB, APP_PASSWORD, APP_USER, Topology, wait_until
+from admin_helpers import metric, metrics
 from conftest import (ProxyProcess, _active_proxies, _proxy_binary, _wait_ready, _write_yaml,
                       proxy_config, start_proxy)
 
@@ -351,10 +352,12 @@ def _verify_full_overrides(topology, tls_primary) -> dict:
 
 def test_backend_tls_verify_full_wrong_name_fails_clearly(topology, tls_primary):
     # The monitor logs in while the certificate is right and keeps its connection; then the
-    # server's certificate changes to one for another name (same CA): new sessions must fail
-    # verification with 08006 and say why.
+    # server's certificate changes to one for another name (same CA): new server connections
+    # must fail verification with 08006 and say why. (With reuse on, the next session would get
+    # the connection verified before the change, as from PgBouncer's pool.)
     pg = topology.pg
-    with start_proxy(topology, postgres=_verify_full_overrides(topology, tls_primary)) as p:
+    overrides = {**_verify_full_overrides(topology, tls_primary), "server_idle_timeout": "0s"}
+    with start_proxy(topology, postgres=overrides) as p:
         with connect(p) as conn:
             assert server_ssl_in_use(conn) is True
         pg.set_ssl_cert(pg.primary, tls_primary["other"].cert, tls_primary["other"].key)
@@ -680,3 +683,76 @@ def test_pgbench_tpcb_8_clients_20s(proxy):
     tps = re.search(r"tps = ([\d.]+)", out)
     print(f"\npgbench -c 8 -j 2 -T 20 through the proxy: {processed.group(1)} transactions, "
           f"tps {tps.group(1) if tps else '?'}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------- server connection reuse
+
+
+def server_idle_after_reset(topology, pid: int) -> bool:
+    """The server process `pid` ran the proxy's DISCARD ALL and waits for the next session."""
+    with direct(topology) as d:
+        row = d.execute("select state, query from pg_stat_activity where pid = %s",
+                        (pid,)).fetchone()
+    return row is not None and row[0] == "idle" and row[1] == "DISCARD ALL"
+
+
+def server_gone(topology, pid: int) -> bool:
+    with direct(topology) as d:
+        return d.execute("select count(*) from pg_stat_activity where pid = %s",
+                         (pid,)).fetchone()[0] == 0
+
+
+def test_the_next_session_reuses_a_clean_server_connection(topology):
+    """A client that connects per request gets the server connection the last one left: no
+    fork, no authentication on the server. DISCARD ALL ran first, so nothing of the old session
+    is there; another login (application_name differs) gets a connection of its own."""
+    with start_proxy(topology, workers=1) as proxy:  # one worker: one pool for both sessions
+        with connect(proxy) as c:
+            pid = c.execute("select pg_backend_pid()").fetchone()[0]
+            c.execute("set search_path = nowhere")
+            c.execute("set application_name = 'changed'")
+            c.execute("create temp table reuse_tmp (x int)")
+            c.execute("prepare reuse_p as select 1")
+            c.execute("listen reuse_channel")
+            c.execute("select pg_advisory_lock(4242)")
+        wait_until("the server connection reset and parked",
+                   lambda: server_idle_after_reset(topology, pid), timeout=10)
+        with connect(proxy) as c:
+            assert c.execute("select pg_backend_pid()").fetchone()[0] == pid
+            assert c.execute("show search_path").fetchone()[0] == '"$user", public'
+            # The start-up value the client asked for, not the old session's SET.
+            assert c.execute("show application_name").fetchone()[0] == ""
+            assert c.pgconn.parameter_status(b"application_name") == b""
+            assert c.execute("select count(*) from pg_prepared_statements").fetchone()[0] == 0
+            assert c.execute("select to_regclass('pg_temp.reuse_tmp')").fetchone()[0] is None
+            assert c.execute("select count(*) from pg_listening_channels()").fetchone()[0] == 0
+        with direct(topology) as d:
+            assert d.execute("select count(*) from pg_locks where locktype = 'advisory' "
+                             "and objid = 4242").fetchone()[0] == 0
+        with connect(proxy, application_name="another-login") as c:
+            assert c.execute("select pg_backend_pid()").fetchone()[0] != pid
+
+
+def test_a_server_connection_left_mid_transaction_or_idle_too_long_is_closed(topology):
+    with start_proxy(topology, workers=1, postgres={"server_idle_timeout": "1s"}) as proxy:
+        c = connect(proxy)
+        c.execute("begin")
+        in_transaction = c.execute("select pg_backend_pid()").fetchone()[0]
+        c.close()  # inside the transaction: the server rolls it back as it closes
+        wait_until("the server connection left in a transaction to close",
+                   lambda: server_gone(topology, in_transaction), timeout=10)
+
+        with connect(proxy) as c:
+            idle = c.execute("select pg_backend_pid()").fetchone()[0]
+        wait_until("the server connection reset and parked",
+                   lambda: server_idle_after_reset(topology, idle), timeout=10)
+        parked_at = time.monotonic()
+        open_servers = lambda: metric(metrics(proxy), "backend_connections",  # noqa: E731
+                                      protocol="postgres", node=topology.pg.primary.name)
+        assert open_servers() == 1  # parked, still open, still counted
+        wait_until("the parked connection to close after server_idle_timeout",
+                   lambda: server_gone(topology, idle), timeout=10)
+        assert time.monotonic() - parked_at >= 0.5
+        wait_until("backend_connections to follow", lambda: open_servers() == 0, timeout=5)
+        with connect(proxy) as c:  # a new one, and it works
+            assert c.execute("select pg_backend_pid()").fetchone()[0] not in (idle, in_transaction)

@@ -68,6 +68,9 @@ struct Postgres {
   uint32_t max_message_bytes = 64u << 20;          // max_message_size
   int max_client_connections = 10000;              // max_client_connections
   std::chrono::milliseconds connect_timeout{5000}; // connect_timeout
+  // server_idle_timeout: how long a server connection a finished session left clean is kept
+  // for the next session with the same login; 0 closes them with their session.
+  std::chrono::milliseconds server_idle_timeout{60000};
   std::vector<std::string> volatile_allowlist;     // functions that may run on replicas
   // monitor: {user, password, database}: how the monitor logs in to every node; defaults to
   // the first of `users` and database "postgres".
