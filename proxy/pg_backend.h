@@ -15,6 +15,7 @@
 #include "nerava/config/config.h"
 #include "nerava/protocol/pg/framer.h"
 #include "nerava/protocol/pg/messages.h"
+#include "nerava/routing/topology.h"
 #include "proxy/asio.h"
 #include "proxy/byte_buffer.h"
 #include "proxy/metrics.h"
@@ -26,6 +27,9 @@ struct PgBackendTarget {
   std::string node_name;
   std::string host;
   uint16_t port = 0;
+  // The node's role when the connection was asked for: a connection opened to a standby is not
+  // reused after its promotion (it told its client in_hot_standby=on).
+  routing::Role role = routing::Role::kPrimary;
 };
 
 struct PgBackendOptions {

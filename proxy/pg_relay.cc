@@ -103,7 +103,7 @@ awaitable<PgServer*> PgRelay::ServerFor(const routing::NodeState* wanted) {
   if (!wanted) co_return nullptr;
   const routing::NodeState& node = *wanted;
   if (auto it = servers_.find(node.name); it != servers_.end()) co_return it->second.get();
-  PgBackendTarget target{node.name, node.host, node.port};
+  PgBackendTarget target{node.name, node.host, node.port, node.role};
   PgBackendResult result =
       co_await OpenPgServer(context_, target, login_.parameters, login_.user, login_.password);
   if (!result.backend) {

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <map>
+#include <set>
+#include <string_view>
 #include <vector>
 
 #include "nerava/protocol/pg/messages.h"
@@ -19,8 +21,10 @@ using Clock = std::chrono::steady_clock;
 
 // DISCARD ALL answers within a round trip; a server that takes longer is not worth keeping.
 constexpr auto kResetTimeout = std::chrono::seconds(5);
-// Per worker and login: more idle connections than a burst of this many is waste.
+// Per worker and login: more idle connections than a burst of this many is waste. Per worker
+// in all: parked connections must not take the server's connection slots from other logins.
 constexpr size_t kMaxParkedPerLogin = 64;
+constexpr size_t kMaxParkedPerWorker = 256;
 
 struct Parked {
   std::unique_ptr<PgBackend> backend;
@@ -81,12 +85,12 @@ WorkerPark& ThisWorker() {
   return park;
 }
 
-// Everything that makes a new connection differ: the node, the login, the start-up parameters
-// (database, options, application_name...) in the order the client sent them.
+// Everything that makes a new connection differ: the node and its role, the login, the start-up
+// parameters (database, options, application_name...) in the order the client sent them.
 std::string LoginKey(const PgBackendTarget& target, const StartupParameters& parameters,
                      const std::string& user) {
   std::string key = target.node_name + '\0' + target.host + ':' + std::to_string(target.port) +
-                    '\0' + user;
+                    '\0' + routing::RoleName(target.role) + '\0' + user;
   for (const auto& [name, value] : parameters) key += '\0' + name + '=' + value;
   return key;
 }
@@ -112,19 +116,43 @@ awaitable<void> Reap(Clock::duration timeout) {
   park.reaper_running = false;
 }
 
+// The ParameterStatus messages of the connection's start-up, as "name\0value" entries.
+std::set<std::string> StartupSettings(std::string_view replay, uint32_t max_message) {
+  std::set<std::string> settings;
+  for (;;) {
+    auto header = pg::PeekHeader(replay, max_message);
+    if (!header.ok() || !header->has_value() || (*header)->total_size() > replay.size()) break;
+    if ((*header)->type == pg::msg::kParameterStatus) {
+      auto status = pg::ParseParameterStatus(replay.substr(5, (*header)->body_size()));
+      if (status.ok()) {
+        settings.insert(std::string(status->name) + '\0' + std::string(status->value));
+      }
+    }
+    replay.remove_prefix((*header)->total_size());
+  }
+  return settings;
+}
+
 // Runs DISCARD ALL and reads its replies up to ReadyForQuery; true when the server is idle and
-// clean again. ParameterStatus messages on the way (settings going back to their start-up
-// values) are dropped: the client of the next session gets the start-up ones.
+// clean again. The settings it reports on the way must go back to their start-up values: the
+// next client is greeted with those. Another value (a configuration reload changed a default)
+// makes the connection not worth keeping.
 awaitable<bool> Reset(PgBackend& backend, uint32_t max_message) {
   std::string request;
   pg::AppendQuery(request, "DISCARD ALL");
   if (!co_await WriteAll(backend.stream, request)) co_return false;
+  const std::set<std::string> startup = StartupSettings(backend.startup_replay, max_message);
   bool failed = false;
   for (;;) {
     auto header = co_await ReadPgMessage(backend.stream, backend.buffer, max_message);
     if (!header.ok()) co_return false;
     const char type = header->type;
     if (type == pg::msg::kErrorResponse) failed = true;
+    if (type == pg::msg::kParameterStatus) {
+      auto status = pg::ParseParameterStatus(MessageBody(backend.buffer, *header));
+      failed = failed || !status.ok() ||
+               !startup.contains(std::string(status->name) + '\0' + std::string(status->value));
+    }
     if (type == pg::msg::kReadyForQuery) {
       const auto status = pg::ParseReadyForQuery(MessageBody(backend.buffer, *header));
       backend.buffer.Consume(header->total_size());
@@ -145,6 +173,10 @@ awaitable<void> ResetAndPark(std::unique_ptr<PgBackend> backend, std::string key
     co_return;
   }
   WorkerPark& park = ThisWorker();
+  if (park.size() >= kMaxParkedPerWorker) {
+    Close(*backend);
+    co_return;
+  }
   std::vector<Parked>& list = park.idle[key];
   if (list.size() >= kMaxParkedPerLogin) {
     Close(*list.front().backend);
@@ -153,7 +185,8 @@ awaitable<void> ResetAndPark(std::unique_ptr<PgBackend> backend, std::string key
   list.push_back(Parked{std::move(backend), Clock::now()});
   if (!park.reaper_running) {
     park.reaper_running = true;
-    asio::co_spawn(co_await asio::this_coro::executor, Reap(timeout), asio::detached);
+    auto executor = co_await asio::this_coro::executor;  // GCC 12: no co_await inside co_spawn(...)
+    asio::co_spawn(executor, Reap(timeout), asio::detached);
   }
 }
 

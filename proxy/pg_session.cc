@@ -202,7 +202,7 @@ awaitable<bool> PgSession::ConnectServer() {
                        "PostgreSQL node is reachable");
     co_return false;
   }
-  PgBackendTarget target{primary->name, primary->host, primary->port};
+  PgBackendTarget target{primary->name, primary->host, primary->port, primary->role};
   const std::string password = user_ ? user_->backend_password : std::string();
   PgBackendResult result =
       co_await OpenPgServer(*context_, target, startup_.parameters, user, password);

@@ -706,7 +706,8 @@ def test_the_next_session_reuses_a_clean_server_connection(topology):
     """A client that connects per request gets the server connection the last one left: no
     fork, no authentication on the server. DISCARD ALL ran first, so nothing of the old session
     is there; another login (application_name differs) gets a connection of its own."""
-    with start_proxy(topology, workers=1) as proxy:  # one worker: one pool for both sessions
+    # One worker: one pool for both sessions. Reuse is opt-in (server_idle_timeout).
+    with start_proxy(topology, workers=1, postgres={"server_idle_timeout": "60s"}) as proxy:
         with connect(proxy) as c:
             pid = c.execute("select pg_backend_pid()").fetchone()[0]
             c.execute("set search_path = nowhere")
@@ -756,3 +757,25 @@ def test_a_server_connection_left_mid_transaction_or_idle_too_long_is_closed(top
         wait_until("backend_connections to follow", lambda: open_servers() == 0, timeout=5)
         with connect(proxy) as c:  # a new one, and it works
             assert c.execute("select pg_backend_pid()").fetchone()[0] not in (idle, in_transaction)
+
+
+def test_a_server_connection_whose_settings_moved_is_not_reused(topology):
+    """A configuration reload during the session changed a reported default: the connection's
+    start-up ParameterStatus would now lie to the next client, so it is closed, not parked."""
+    with start_proxy(topology, workers=1, postgres={"server_idle_timeout": "60s"}) as proxy:
+        with connect(proxy) as c:
+            pid = c.execute("select pg_backend_pid()").fetchone()[0]
+            with direct(topology) as d:
+                d.execute("alter system set timezone = 'Asia/Tokyo'")
+                d.execute("select pg_reload_conf()")
+            time.sleep(0.3)  # the reload reaches every backend
+        try:
+            wait_until("the server connection to close", lambda: server_gone(topology, pid),
+                       timeout=10)
+            with connect(proxy) as c:
+                assert c.execute("select pg_backend_pid()").fetchone()[0] != pid
+                assert c.pgconn.parameter_status(b"TimeZone") == b"Asia/Tokyo"
+        finally:
+            with direct(topology) as d:
+                d.execute("alter system reset timezone")
+                d.execute("select pg_reload_conf()")

@@ -69,8 +69,10 @@ struct Postgres {
   int max_client_connections = 10000;              // max_client_connections
   std::chrono::milliseconds connect_timeout{5000}; // connect_timeout
   // server_idle_timeout: how long a server connection a finished session left clean is kept
-  // for the next session with the same login; 0 closes them with their session.
-  std::chrono::milliseconds server_idle_timeout{60000};
+  // for the next session with the same login. 0 (the default) closes them with their session:
+  // a parked connection keeps its database in use (DROP DATABASE right after the client
+  // disconnected fails with 55006) and the next client sees the same pg_backend_pid().
+  std::chrono::milliseconds server_idle_timeout{0};
   std::vector<std::string> volatile_allowlist;     // functions that may run on replicas
   // monitor: {user, password, database}: how the monitor logs in to every node; defaults to
   // the first of `users` and database "postgres".

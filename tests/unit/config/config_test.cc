@@ -73,7 +73,7 @@ TEST(ConfigTest, MinimalFileGetsDefaults) {
   EXPECT_EQ(pg.listen_rw.ToString(), "127.0.0.1:6432");
   EXPECT_FALSE(pg.listen_ro.has_value());
   EXPECT_EQ(pg.auth, AuthMethod::kScramSha256);
-  EXPECT_EQ(pg.server_idle_timeout, std::chrono::seconds(60));
+  EXPECT_EQ(pg.server_idle_timeout, std::chrono::seconds(0));  // reuse is opt-in
   ASSERT_EQ(pg.nodes.size(), 2u);
   EXPECT_EQ(pg.nodes[1].name, "pg-b");
   EXPECT_EQ(pg.nodes[1].region, "r2");
@@ -115,7 +115,7 @@ postgres:
   max_message_size: 1MiB
   max_client_connections: 50
   connect_timeout: 2s
-  server_idle_timeout: 0s
+  server_idle_timeout: 30s
   volatile_allowlist: [now, random]
   monitor: {user: mon, password: monpw, database: admin}
 redis:
@@ -160,7 +160,7 @@ log_level: debug
   EXPECT_EQ(pg.max_message_bytes, 1u << 20);
   EXPECT_EQ(pg.max_client_connections, 50);
   EXPECT_EQ(pg.connect_timeout, milliseconds(2000));
-  EXPECT_EQ(pg.server_idle_timeout, milliseconds(0));
+  EXPECT_EQ(pg.server_idle_timeout, milliseconds(30000));
   EXPECT_EQ(pg.volatile_allowlist, (std::vector<std::string>{"now", "random"}));
   EXPECT_EQ(pg.monitor_user, "mon");
   EXPECT_EQ(pg.monitor_password, "monpw");
