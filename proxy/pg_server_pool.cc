@@ -227,6 +227,4 @@ void ParkServer(const PgContext& context, std::unique_ptr<PgBackend> backend,
                  asio::detached);
 }
 
-size_t ParkedServerCount() { return ThisWorker().size(); }
-
 }  // namespace nerava::proxy

@@ -38,7 +38,4 @@ awaitable<PgBackendResult> OpenPgServer(const PgContext& context, const PgBacken
 void ParkServer(const PgContext& context, std::unique_ptr<PgBackend> backend,
                 const StartupParameters& parameters, const std::string& user);
 
-// Connections parked on the calling worker (tests, `show`).
-size_t ParkedServerCount();
-
 }  // namespace nerava::proxy

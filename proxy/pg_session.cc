@@ -296,12 +296,11 @@ awaitable<void> PgSession::Run() {
                            "terminating connection due to administrator command");
       }
     }
-    // A client that said goodbye leaves its idle server connections to the next session.
-    if (!shutdown_requested_) {
-      for (auto& server : relay_->TakeReusableServers()) {
-        ParkServer(*context_, std::move(server), startup_.parameters,
-                   std::string(startup_.Get("user")));
-      }
+    // A client that said goodbye leaves its idle server connections to the next session (the
+    // relay hands none over after a shutdown request).
+    for (auto& server : relay_->TakeReusableServers()) {
+      ParkServer(*context_, std::move(server), startup_.parameters,
+                 std::string(startup_.Get("user")));
     }
     relay_->CloseServers();
   }
