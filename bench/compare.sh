@@ -153,11 +153,17 @@ skipped=()
 as_unprivileged=()
 if [ "$(id -u)" = 0 ]; then as_unprivileged=(runuser -u postgres --); fi
 
+# Both poolers keep an idle server connection for PgBouncer's default server_idle_timeout (600 s),
+# longer than a round: with the sandbox's 60 s nerava-proxy's pool went cold between a round's
+# tests while PgBouncer's stayed warm, and the table compared cold backends with warm ones.
+pool_idle_seconds=600
+
 # nerava-proxy: the sandbox config as the eu-west-1 sidecar, read/write splitting on (default).
 nerava_rw=$(free_port); nerava_ro=$(free_port); nerava_redis=$(free_port); nerava_http=$(free_port)
 sed -e "s/127.0.0.1:6432/127.0.0.1:$nerava_rw/; s/127.0.0.1:6433/127.0.0.1:$nerava_ro/" \
     -e "s/127.0.0.1:6379/127.0.0.1:$nerava_redis/; s/127.0.0.1:9187/127.0.0.1:$nerava_http/" \
     -e "s/^log_level: .*/log_level: warn/" \
+    -e "s/^\(  server_idle_timeout:\).*/\1 ${pool_idle_seconds}s/" \
     config/examples/sandbox.yaml >"$run_dir/nerava.yaml"
 SANDBOX_DIR=$run_dir REGION=eu-west-1 "$proxy_bin" --config "$run_dir/nerava.yaml" \
   >"$run_dir/nerava.log" 2>&1 &
@@ -182,7 +188,8 @@ mkdir -p "$run_dir/nerava-1w"
 { echo "workers: 1"
   sed -e "s/127.0.0.1:6432/127.0.0.1:$w1_rw/; s/127.0.0.1:6433/127.0.0.1:$w1_ro/" \
       -e "s/127.0.0.1:6379/127.0.0.1:$w1_redis/; s/127.0.0.1:9187/127.0.0.1:$w1_http/" \
-      -e "s/^log_level: .*/log_level: warn/" config/examples/sandbox.yaml
+      -e "s/^log_level: .*/log_level: warn/" \
+      -e "s/^\(  server_idle_timeout:\).*/\1 ${pool_idle_seconds}s/" config/examples/sandbox.yaml
 } >"$run_dir/nerava-1w/nerava.yaml"
 SANDBOX_DIR=$run_dir/nerava-1w REGION=eu-west-1 "$proxy_bin" \
   --config "$run_dir/nerava-1w/nerava.yaml" >"$run_dir/nerava-1w/nerava.log" 2>&1 &
@@ -212,6 +219,7 @@ auth_file = $run_dir/pgbouncer/userlist.txt
 pool_mode = session
 max_client_conn = 500
 default_pool_size = 100
+server_idle_timeout = $pool_idle_seconds
 logfile = $run_dir/pgbouncer/pgbouncer.log
 ignore_startup_parameters = extra_float_digits
 EOF
