@@ -124,6 +124,11 @@ void Monitor::OnPrimaryChange(PrimaryChange callback) {
   on_primary_change_ = std::move(callback);
 }
 
+void Monitor::OnNodeDown(NodeDown callback) {
+  std::lock_guard lock(mutex_);
+  on_node_down_ = std::move(callback);
+}
+
 void Monitor::RunNode(std::stop_token stop, Slot& slot) {
   std::mutex sleep_mutex;
   std::condition_variable_any sleeper;
@@ -177,6 +182,7 @@ void Monitor::Record(const Slot& slot, const ProbeResult& result,
                  node.name, node.up ? "up" : "down", routing::RoleName(node.role),
                  node.up ? "" : ": " + node.last_error);
   }
+  if (was_up && !node.up && on_node_down_) on_node_down_(slot.protocol, node.name);
   topology.primary = ChoosePrimary(topology, slot.protocol, primary_region_, Preferred(lag));
   if (const NodeState* primary = topology.Primary()) {
     // Another node (or a new timeline) counts positions from another history.

@@ -43,6 +43,10 @@ class Monitor {
   using PrimaryChange = std::function<void(routing::Protocol, const std::string& from,
                                            const std::string& to)>;
   void OnPrimaryChange(PrimaryChange callback);
+  // Called (under the monitor's lock, from a node thread) when a node that was up is marked
+  // down: sessions drop their connections to it rather than wait on them.
+  using NodeDown = std::function<void(routing::Protocol, const std::string& node)>;
+  void OnNodeDown(NodeDown callback);
 
   // Redis Sentinel's view (DESIGN §7, optional): the node Sentinel names as master wins ties
   // like PreferPrimary, and replicas Sentinel flags (s_down, o_down, disconnected) serve no
@@ -94,6 +98,7 @@ class Monitor {
   LagState redis_lag_;       // guarded by mutex_
   std::vector<std::unique_ptr<Slot>> slots_;
   PrimaryChange on_primary_change_;  // guarded by mutex_
+  NodeDown on_node_down_;            // guarded by mutex_
   std::vector<std::jthread> threads_;
 };
 

@@ -97,6 +97,10 @@ class PgRelay {
   awaitable<void> Run();
   // From the session's executor: stop at the next message boundary.
   void RequestShutdown();
+  // From the session's executor: the monitor gave up on `node` (it stopped answering its
+  // checks). A connection to it is lost as if it had broken: a frozen or unreachable server
+  // sends no RST, and a statement waiting on it would wait for TCP to give up (minutes).
+  void OnNodeDown(const std::string& node);
 
   // After Run(): the error the client should be sent, if the stream is at a message boundary.
   const std::optional<pg::Error>& closing_error() const { return closing_error_; }

@@ -127,6 +127,16 @@ void PgRelay::LoseServer(PgServer& server, const std::string& why) {
   Wake();
 }
 
+void PgRelay::OnNodeDown(const std::string& node) {
+  std::vector<PgServer*> gone;
+  for (auto& [name, server] : servers_) {
+    if (server->backend->target.node_name == node && !server->lost) gone.push_back(server.get());
+  }
+  for (PgServer* server : gone) {
+    LoseServer(*server, "PostgreSQL node \"" + node + "\" stopped answering health checks");
+  }
+}
+
 void PgRelay::AbortWrites() {
   if (!write_server_ || write_server_->lost) return;
   LoseServer(*write_server_, "the write transaction on PostgreSQL node \"" +

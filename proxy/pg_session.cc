@@ -254,11 +254,19 @@ awaitable<bool> PgSession::Start() {
 awaitable<void> PgSession::Run() {
   auto executor = co_await asio::this_coro::executor;
   std::weak_ptr<PgSession> weak = weak_from_this();
-  SessionRegistration registration(*context_->sessions, [weak, executor] {
+  SessionHooks hooks;
+  hooks.shutdown = [weak, executor] {
     asio::post(executor, [weak] {
       if (auto self = weak.lock()) self->RequestShutdown();
     });
-  });
+  };
+  hooks.node_down = [weak, executor](Protocol protocol, const std::string& node) {
+    if (protocol != Protocol::kPostgres) return;
+    asio::post(executor, [weak, node] {
+      if (auto self = weak.lock(); self && self->relay_) self->relay_->OnNodeDown(node);
+    });
+  };
+  SessionRegistration registration(*context_->sessions, std::move(hooks));
 
   asio::steady_timer deadline(executor, kStartupTimeout);
   auto started = co_await (Start() || deadline.async_wait(kNoThrow));

@@ -171,6 +171,13 @@ void RedisSession::AbortWrites() {
   writer_wake_.Notify();
 }
 
+void RedisSession::OnNodeDown(const std::string& node) {
+  if (auto it = backends_.find(node); it != backends_.end() && !it->second->broken) {
+    it->second->stream.Close();  // its reader fails what it owes (FailBackend)
+  }
+  RedisSharedLink::FailWorkerLink(node, "the node stopped answering health checks");
+}
+
 void RedisSession::Abandon(SharedReply& reply) {
   reply.abandoned = true;
   reply.bytes.clear();

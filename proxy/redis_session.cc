@@ -535,11 +535,20 @@ awaitable<void> RedisSession::Run() {
   // Spreads sessions over equally good replicas, stable for the session's life.
   route_state_.affinity = reinterpret_cast<uintptr_t>(this) >> 4;
   std::weak_ptr<RedisSession> weak = weak_from_this();
-  SessionRegistration registration(*context_->sessions, [weak, executor = executor_] {
+  SessionHooks hooks;
+  hooks.shutdown = [weak, executor = executor_] {
     asio::post(executor, [weak] {
       if (auto self = weak.lock()) self->RequestShutdown();
     });
-  });
+  };
+  hooks.node_down = [weak, executor = executor_](routing::Protocol protocol,
+                                                  const std::string& node) {
+    if (protocol != routing::Protocol::kRedis) return;
+    asio::post(executor, [weak, node] {
+      if (auto self = weak.lock()) self->OnNodeDown(node);
+    });
+  };
+  SessionRegistration registration(*context_->sessions, std::move(hooks));
   if (context_->server_tls) {
     SetState(SessionState::kTls);
     asio::steady_timer deadline(executor_, kTlsHandshakeTimeout);

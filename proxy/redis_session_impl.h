@@ -79,6 +79,9 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
 
   awaitable<void> Run();
   void RequestShutdown();
+  // The monitor gave up on `node`: its connections are closed, so what they owe is answered
+  // with -TRYAGAIN now (an unreachable server sends no reset; TCP would take minutes).
+  void OnNodeDown(const std::string& node);
 
  private:
   enum class Action { kUndecided, kForward, kDrop, kWhole };

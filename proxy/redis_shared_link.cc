@@ -158,6 +158,13 @@ awaitable<void> RedisSharedLink::ReadLoop(std::shared_ptr<RedisSharedLink> self)
   }
 }
 
+void RedisSharedLink::FailWorkerLink(const std::string& node, const std::string& why) {
+  auto& links = WorkerLinks();
+  auto it = links.find(node);
+  if (it == links.end() || !it->second.link || it->second.link->failed_) return;
+  it->second.link->Fail(why);
+}
+
 void RedisSharedLink::Fail(const std::string& why) {
   failed_ = true;
   ready_ = false;

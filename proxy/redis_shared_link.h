@@ -52,6 +52,10 @@ class RedisSharedLink : public std::enable_shared_from_this<RedisSharedLink> {
                                               const RedisContext& context,
                                               const asio::any_io_executor& executor);
 
+  // Fails the calling worker's link to `node`, if it has a live one (the monitor gave up on
+  // the node: an unreachable server sends no reset).
+  static void FailWorkerLink(const std::string& node, const std::string& why);
+
   // Queues a whole request; its reply arrives in the returned SharedReply.
   std::shared_ptr<SharedReply> Send(std::string_view request, std::function<void()> on_data);
 

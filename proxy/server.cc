@@ -33,6 +33,10 @@ Server::~Server() {
 absl::Status Server::Open() {
   workers_ = std::make_unique<WorkerPool>(config_.workers);
   monitor_ = std::make_unique<Monitor>(config_, topology_);
+  monitor_->OnNodeDown([sessions = &sessions_](routing::Protocol protocol,
+                                              const std::string& node) {
+    sessions->NodeDown(protocol, node);
+  });
   if (auto status = OpenAdmin(); !status.ok()) return status;
   PgServices services{&topology_, &cancels_, &sessions_, metrics_.get(), &clients_};
   services.function_policies = &function_policies_;

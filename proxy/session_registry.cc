@@ -4,10 +4,10 @@
 
 namespace nerava::proxy {
 
-uint64_t SessionRegistry::Add(ShutdownFn shutdown) {
+uint64_t SessionRegistry::Add(SessionHooks hooks) {
   std::lock_guard lock(mutex_);
   const uint64_t id = next_id_++;
-  sessions_.emplace(id, std::move(shutdown));
+  sessions_.emplace(id, std::move(hooks));
   return id;
 }
 
@@ -23,12 +23,23 @@ size_t SessionRegistry::size() const {
 }
 
 void SessionRegistry::ShutdownAll() {
-  std::vector<ShutdownFn> callbacks;
+  std::vector<std::function<void()>> callbacks;
   {
     std::lock_guard lock(mutex_);
-    for (auto& [id, fn] : sessions_) callbacks.push_back(fn);
+    for (auto& [id, hooks] : sessions_) callbacks.push_back(hooks.shutdown);
   }
   for (auto& fn : callbacks) fn();  // outside the lock: they post to other threads
+}
+
+void SessionRegistry::NodeDown(routing::Protocol protocol, const std::string& node) {
+  std::vector<std::function<void(routing::Protocol, const std::string&)>> callbacks;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [id, hooks] : sessions_) {
+      if (hooks.node_down) callbacks.push_back(hooks.node_down);
+    }
+  }
+  for (auto& fn : callbacks) fn(protocol, node);
 }
 
 bool SessionRegistry::WaitEmpty(std::chrono::milliseconds timeout) {

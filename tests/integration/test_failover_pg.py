@@ -7,9 +7,10 @@ real servers under load:
 
   planned     switch-primary pg-replica1 --promote during pgbench TPC-B: 0 failed transactions,
               every counted transaction on the new primary, writes held < 2 s
-  unplanned   pg_ctl stop -m immediate on the primary under INSERT load, promote after 3 s: writes
-              resume within 1 s of the promotion on the same client connections; the in-flight
-              statement's error is retryable (08xxx / 40001 naming the failover, or 25006)
+  unplanned   the primary crashes (pg_ctl stop -m immediate) or becomes unreachable (SIGSTOP: no
+              reset, nothing answers) under INSERT load, promote after 3 s: writes resume within
+              1 s of the promotion on the same client connections; the in-flight statement's
+              error is retryable (08xxx / 40001 naming the failover, or 25006)
   split brain the old primary restarted un-demoted after the promotion receives no writes
   pause       pause writes holds a write while reads flow; resume releases it; bad targets fail
   region      switch-primary eu-west-1 moves both protocols; failback with us-east-1
@@ -37,6 +38,7 @@ import redis
 from tests.harness.topology import APP_DB, Topology, wait_until
 from admin_helpers import ctl, ctl_ok, metric, metric_values, metrics
 from conftest import start_proxy
+from node_failures import HOW, failing
 
 WRITES_HELD_LIMIT_MS = 2000.0
 RESUME_LIMIT_S = 1.0
@@ -272,15 +274,17 @@ def _create_table(pg, name: str) -> None:
     wait_until(f"{name} on the replica", lambda: count(pg, replica, name) == 0, timeout=15)
 
 
-def test_unplanned_failover_writes_resume_on_same_connections(pg_topology):
+@pytest.mark.parametrize("how", HOW)
+def test_unplanned_failover_writes_resume_on_same_connections(pg_topology, how):
     pg = pg_topology.pg
     old, new = pg.node(PRIMARY), pg.node(REPLICA)
     _create_table(pg, "unplanned")
-    with start_proxy(pg_topology) as proxy:
+    with start_proxy(pg_topology) as proxy, \
+            failing(old, how, lambda: pg.stop(old, mode="immediate")) as fail:
         clients = 4
         with InsertLoad(proxy, "unplanned", clients=clients) as load:
             wait_until("inserts through the proxy", lambda: len(load.acked) >= 20, timeout=15)
-            pg.stop(old, mode="immediate")
+            fail()
             t_crash = time.monotonic()
             time.sleep(3)
             pg.promote(new)
@@ -297,7 +301,7 @@ def test_unplanned_failover_writes_resume_on_same_connections(pg_topology):
                        timeout=15)
             time.sleep(1)
         resumed = first - t_promoted
-        print(f"\nunplanned PostgreSQL failover: first write {resumed * 1000:.0f} ms after the "
+        print(f"\nunplanned PostgreSQL failover ({how}): first write {resumed * 1000:.0f} ms after the "
               f"promotion; {len(load.errors)} errors on in-flight statements: "
               f"{sorted({e[2] for e in load.errors}, key=str)}", file=sys.stderr)
         assert not load.dead, f"client connections lost: {load.dead}"
@@ -317,6 +321,29 @@ def test_unplanned_failover_writes_resume_on_same_connections(pg_topology):
         assert (metric(parsed, "failovers_total", protocol="postgres", kind="unplanned")
                 or 0) >= 1, parsed.get("nerava_proxy_failovers_total")
         assert metric(parsed, "failovers_total", protocol="postgres", kind="planned") in (0, None)
+
+
+def test_read_in_flight_on_an_unreachable_replica_is_answered_by_the_primary(pg_topology):
+    """A read sent to a replica that stops answering (no reset: SIGSTOP) is run again on the
+    primary once the monitor marks the replica down: the client sees its answer, late, and no
+    error. Without that, it would wait for the replica until TCP gives up (minutes)."""
+    pg = pg_topology.pg
+    replica = pg.node(REPLICA)
+    port_query = "select current_setting('port')"  # stable: a splitting proxy reads a replica
+    with start_proxy(pg_topology) as proxy, \
+            failing(replica, "unreachable", lambda: pg.stop(replica, mode="immediate")) as fail:
+        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+            assert conn.execute(port_query).fetchone()[0] == str(replica.port)
+            fail()
+            t0 = time.monotonic()
+            answered = conn.execute(port_query).fetchone()[0]
+            took = time.monotonic() - t0
+            print(f"\nread in flight on the unreachable replica answered after {took:.2f}s",
+                  file=sys.stderr)
+            assert answered == str(pg.node(PRIMARY).port)
+            assert took < 10, f"the read waited {took:.1f}s for the unreachable replica"
+            # The session goes on: the next read too (the replica is down), without an error.
+            assert conn.execute(port_query).fetchone()[0] == str(pg.node(PRIMARY).port)
 
 
 # ---------------------------------------------------------------------------------- split brain

@@ -8,7 +8,8 @@ servers:
   planned     switch-primary redis-replica1 --promote during redis-benchmark -t set: no error
               replies, every acknowledged INCR kept, new primary ROLE master, old one its replica,
               writes held < 2 s
-  unplanned   Sentinel fails the primary over: the first SET through the proxy succeeds within 1 s
+  unplanned   the primary crashes or becomes unreachable (SIGSTOP: no reset, nothing answers) and
+              Sentinel fails it over: the first SET through the proxy succeeds within 1 s
               of Sentinel naming the new master, on the same client connection (in-flight
               commands may get -TRYAGAIN, nothing else)
 
@@ -32,6 +33,7 @@ import redis
 from tests.harness.topology import SentinelSet, Topology, wait_until
 from admin_helpers import ctl_ok, metric, metrics
 from conftest import start_proxy
+from node_failures import HOW, failing
 
 WRITES_HELD_LIMIT_MS = 2000.0
 RESUME_LIMIT_S = 1.0
@@ -204,18 +206,20 @@ def test_wait_after_a_switchover_does_not_count_writes_left_on_the_old_primary(r
 # ---------------------------------------------------------------------------------- unplanned
 
 
-def test_unplanned_failover_follows_sentinel(redis_topology):
+@pytest.mark.parametrize("how", HOW)
+def test_unplanned_failover_follows_sentinel(redis_topology, how):
     rc = redis_topology.redis
     old, new = rc.node(PRIMARY), rc.node(REPLICA)
     with SentinelSet(rc, master_name="nerava-redis") as sentinels:
         overrides = {"redis": {"sentinel": {"addresses": sentinels.addresses,
                                             "master": "nerava-redis"}}}
-        with start_proxy(redis_topology, **overrides) as proxy:
+        with start_proxy(redis_topology, **overrides) as proxy, \
+                failing(old, how, lambda: rc.stop(old)) as fail:
             assert proxy_client(proxy).set("before-failover", "1")
             with Writer(proxy, lambda i: ("SET", f"k{i % 1000}", str(i))) as writer:
                 wait_until("SETs through the proxy", lambda: len(writer.acked) >= 20,
                            timeout=15)
-                rc.stop(old)
+                fail()
                 t_stop = time.monotonic()
                 t_switch = sentinels.wait_master(new, timeout=30, interval=0.01)
                 wait_until("a SET through the proxy after Sentinel's switch",
@@ -225,7 +229,7 @@ def test_unplanned_failover_follows_sentinel(redis_topology):
             assert writer.dropped is None, f"the client connection dropped: {writer.dropped}"
             first = min(a[0] for a in writer.acked_after(t_stop))
             resumed = first - t_switch
-            print(f"\nunplanned Redis failover: Sentinel switched {t_switch - t_stop:.2f}s after "
+            print(f"\nunplanned Redis failover ({how}): Sentinel switched {t_switch - t_stop:.2f}s after "
                   f"the primary stopped; first SET {resumed * 1000:.0f} ms after the switch; "
                   f"{len(writer.errors)} error replies", file=sys.stderr)
             assert resumed < RESUME_LIMIT_S, f"writes resumed {resumed:.2f}s after the switch"
