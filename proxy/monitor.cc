@@ -138,7 +138,14 @@ void Monitor::RunNode(std::stop_token stop, Slot& slot) {
     ProbeResult result = slot.probe->Check(timeout_);
     // The node read its position somewhere inside the check: take the middle.
     const auto observed = started + (std::chrono::steady_clock::now() - started) / 2;
-    Record(slot, result, started, observed);
+    if (std::optional<std::string> down = Record(slot, result, started, observed)) {
+      NodeDown notify;
+      {
+        std::lock_guard lock(mutex_);
+        notify = on_node_down_;
+      }
+      if (notify) notify(slot.protocol, *down);
+    }
     next += interval_;
     const auto now = std::chrono::steady_clock::now();
     if (next < now) next = now;  // a slow check does not cause a burst of catch-up checks
@@ -147,9 +154,9 @@ void Monitor::RunNode(std::stop_token stop, Slot& slot) {
   }
 }
 
-void Monitor::Record(const Slot& slot, const ProbeResult& result,
-                     std::chrono::steady_clock::time_point started,
-                     std::chrono::steady_clock::time_point observed) {
+std::optional<std::string> Monitor::Record(const Slot& slot, const ProbeResult& result,
+                                           std::chrono::steady_clock::time_point started,
+                                           std::chrono::steady_clock::time_point observed) {
   std::lock_guard lock(mutex_);
   auto& topology = slot.protocol == Protocol::kPostgres ? state_.postgres : state_.redis;
   LagState& lag = slot.protocol == Protocol::kPostgres ? pg_lag_ : redis_lag_;
@@ -170,6 +177,7 @@ void Monitor::Record(const Slot& slot, const ProbeResult& result,
     ++node.consecutive_failures;
     node.last_error = result.error;
     if (node.consecutive_failures >= failure_threshold_) node.up = false;
+    if (was_up && !node.up) ++node.times_marked_down;
   }
   if (!result.ok && node.consecutive_failures == failure_threshold_ &&
       node.last_success == std::chrono::steady_clock::time_point{}) {
@@ -182,7 +190,6 @@ void Monitor::Record(const Slot& slot, const ProbeResult& result,
                  node.name, node.up ? "up" : "down", routing::RoleName(node.role),
                  node.up ? "" : ": " + node.last_error);
   }
-  if (was_up && !node.up && on_node_down_) on_node_down_(slot.protocol, node.name);
   topology.primary = ChoosePrimary(topology, slot.protocol, primary_region_, Preferred(lag));
   if (const NodeState* primary = topology.Primary()) {
     // Another node (or a new timeline) counts positions from another history.
@@ -202,6 +209,8 @@ void Monitor::Record(const Slot& slot, const ProbeResult& result,
     }
   }
   holder_.Publish(BuildSnapshotLocked());
+  if (was_up && !node.up) return node.name;
+  return std::nullopt;
 }
 
 void Monitor::ReportPrimaryLocked(Protocol protocol, routing::ProtocolTopology& topology,

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <thread>
 #include <vector>
@@ -43,8 +44,8 @@ class Monitor {
   using PrimaryChange = std::function<void(routing::Protocol, const std::string& from,
                                            const std::string& to)>;
   void OnPrimaryChange(PrimaryChange callback);
-  // Called (under the monitor's lock, from a node thread) when a node that was up is marked
-  // down: sessions drop their connections to it rather than wait on them.
+  // Called from a node thread, after the snapshot that shows it is published, when a node that
+  // was up is marked down: sessions drop their connections to it rather than wait on them.
   using NodeDown = std::function<void(routing::Protocol, const std::string& node)>;
   void OnNodeDown(NodeDown callback);
 
@@ -77,9 +78,11 @@ class Monitor {
   };
 
   void RunNode(std::stop_token stop, Slot& slot);
-  void Record(const Slot& slot, const ProbeResult& result,
-              std::chrono::steady_clock::time_point started,
-              std::chrono::steady_clock::time_point observed);
+  // Returns the node's name when this check marked it down (the caller tells the sessions,
+  // outside the lock, after the new snapshot is published).
+  std::optional<std::string> Record(const Slot& slot, const ProbeResult& result,
+                                    std::chrono::steady_clock::time_point started,
+                                    std::chrono::steady_clock::time_point observed);
   routing::TopologySnapshot BuildSnapshotLocked();
   static const std::string& Preferred(const LagState& lag);
   // Split-brain flag, PRIMARY_REGION mismatch and primary changes: logged and reported.

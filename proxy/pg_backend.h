@@ -30,6 +30,8 @@ struct PgBackendTarget {
   // The node's role when the connection was asked for: a connection opened to a standby is not
   // reused after its promotion (it told its client in_hot_standby=on).
   routing::Role role = routing::Role::kPrimary;
+  // NodeState::times_marked_down then: a parked connection is reused only while it is the same.
+  uint64_t times_marked_down = 0;
 };
 
 struct PgBackendOptions {

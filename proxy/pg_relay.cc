@@ -103,7 +103,7 @@ awaitable<PgServer*> PgRelay::ServerFor(const routing::NodeState* wanted) {
   if (!wanted) co_return nullptr;
   const routing::NodeState& node = *wanted;
   if (auto it = servers_.find(node.name); it != servers_.end()) co_return it->second.get();
-  PgBackendTarget target{node.name, node.host, node.port, node.role};
+  PgBackendTarget target{node.name, node.host, node.port, node.role, node.times_marked_down};
   PgBackendResult result =
       co_await OpenPgServer(context_, target, login_.parameters, login_.user, login_.password);
   if (!result.backend) {
@@ -184,7 +184,9 @@ awaitable<PgServer*> PgRelay::ChooseServer(const routing::StatementClass& batch)
 awaitable<PgServer*> PgRelay::RouteBatch(std::string_view pending, bool complete) {
   const routing::StatementClass batch = ClassifyBatch(pending);
   ApplyPins(batch);
-  if (in_flight_.empty() && !batch_open_) lost_servers_.clear();  // nothing refers to them
+  if (in_flight_.empty() && !batch_open_) {  // no batch refers to them
+    std::erase_if(lost_servers_, [](const auto& server) { return server->in_use == 0; });
+  }
   InFlight entry;
   entry.started = std::chrono::steady_clock::now();
   entry.kind = batch.kind;
@@ -345,6 +347,7 @@ awaitable<void> PgRelay::ClientToServers() {
 }
 
 awaitable<bool> PgRelay::WriteServer(PgServer& server) {
+  const ServerInUse in_use(server);
   if (server.writing) {
     // The other loop is writing to this server: ours follows, in append order.
     asio::steady_timer wait(client_.socket().get_executor());
@@ -393,6 +396,7 @@ awaitable<bool> PgRelay::WaitForWork() {
     co_return true;
   }
   // Asynchronous messages: forward them whole, as they are.
+  const ServerInUse in_use(*primary);
   const ReadResult read = co_await ReadServer(*primary);
   if (read == ReadResult::kEnd) co_return false;
   if (read == ReadResult::kLost) co_return true;  // idle: nothing owed to the client
@@ -462,6 +466,7 @@ awaitable<PgRelay::ReadResult> PgRelay::ReadServer(PgServer& server) {
 }
 
 awaitable<bool> PgRelay::ForwardRepliesOf(PgServer& server) {
+  const ServerInUse in_use(server);
   ByteBuffer& in = server.backend->buffer;
   InFlight& batch = in_flight_.front();
   for (;;) {

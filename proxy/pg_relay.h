@@ -63,6 +63,20 @@ struct PgServer {
   bool watch_armed = false;
   bool async_readable = false;  // the watch fired while the session was idle
   bool lost = false;     // the connection broke; kept only while batches still refer to it
+  int in_use = 0;        // coroutines suspended with a reference to it (ServerInUse)
+};
+
+// Marks a server as referenced across a suspension: a lost server is destroyed only when no
+// coroutine can resume into it.
+class ServerInUse {
+ public:
+  explicit ServerInUse(PgServer& server) : server_(server) { ++server_.in_use; }
+  ~ServerInUse() { --server_.in_use; }
+  ServerInUse(const ServerInUse&) = delete;
+  ServerInUse& operator=(const ServerInUse&) = delete;
+
+ private:
+  PgServer& server_;
 };
 
 // What the relay reports about finished batches (metrics, read-your-writes bookkeeping).
@@ -208,7 +222,8 @@ class PgRelay {
 
   Login login_;
   std::map<std::string, std::unique_ptr<PgServer>> servers_;  // by node name
-  std::vector<std::unique_ptr<PgServer>> lost_servers_;  // kept while batches refer to them
+  // Kept while batches or suspended coroutines refer to them.
+  std::vector<std::unique_ptr<PgServer>> lost_servers_;
   routing::SessionRouteState route_state_;
   uint32_t pins_ = routing::kPinNone;
   // SET state to replay on other servers: (parameter, statement) in the order first set.

@@ -85,12 +85,14 @@ WorkerPark& ThisWorker() {
   return park;
 }
 
-// Everything that makes a new connection differ: the node and its role, the login, the start-up
-// parameters (database, options, application_name...) in the order the client sent them.
+// Everything that makes a new connection differ: the node, its role and how often it was marked
+// down, the login, the start-up parameters (database, options, application_name...) in the
+// order the client sent them.
 std::string LoginKey(const PgBackendTarget& target, const StartupParameters& parameters,
                      const std::string& user) {
   std::string key = target.node_name + '\0' + target.host + ':' + std::to_string(target.port) +
-                    '\0' + routing::RoleName(target.role) + '\0' + user;
+                    '\0' + routing::RoleName(target.role) + '\0' +
+                    std::to_string(target.times_marked_down) + '\0' + user;
   for (const auto& [name, value] : parameters) key += '\0' + name + '=' + value;
   return key;
 }

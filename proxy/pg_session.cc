@@ -202,7 +202,8 @@ awaitable<bool> PgSession::ConnectServer() {
                        "PostgreSQL node is reachable");
     co_return false;
   }
-  PgBackendTarget target{primary->name, primary->host, primary->port, primary->role};
+  PgBackendTarget target{primary->name, primary->host, primary->port, primary->role,
+                         primary->times_marked_down};
   const std::string password = user_ ? user_->backend_password : std::string();
   PgBackendResult result =
       co_await OpenPgServer(*context_, target, startup_.parameters, user, password);

@@ -173,7 +173,10 @@ void RedisSession::AbortWrites() {
 
 void RedisSession::OnNodeDown(const std::string& node) {
   if (auto it = backends_.find(node); it != backends_.end() && !it->second->broken) {
-    it->second->stream.Close();  // its reader fails what it owes (FailBackend)
+    // Broken first: an idle connection is not reused, and the reader fails what this one owes
+    // (FailBackend) instead of taking the cancelled read for a wake-up.
+    it->second->broken = true;
+    it->second->stream.Close();
   }
   RedisSharedLink::FailWorkerLink(node, "the node stopped answering health checks");
 }

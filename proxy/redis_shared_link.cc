@@ -48,7 +48,7 @@ std::shared_ptr<RedisSharedLink> RedisSharedLink::For(const routing::NodeState& 
   const bool moved = slot.link && (slot.link->target_.host != node.host ||
                                    slot.link->target_.port != node.port);
   if (moved) slot.link->Fail("the node's address changed");
-  if (slot.link && slot.link->ready_) return slot.link;
+  if (slot.link && slot.link->usable()) return slot.link;
   if (slot.link && !slot.link->failed_) return nullptr;  // still opening
   const auto now = std::chrono::steady_clock::now();
   if (now < slot.retry_after) return nullptr;
@@ -86,6 +86,10 @@ awaitable<void> RedisSharedLink::Open(std::shared_ptr<RedisSharedLink> self,
     spdlog::warn("redis: cannot open the shared connection to {}: {}", target_.node_name,
                  result.error);
     failed_ = true;
+    co_return;
+  }
+  if (failed_) {  // given up on while it connected (its node was marked down)
+    result.backend->stream.Close();
     co_return;
   }
   connection_ = std::move(result.backend);

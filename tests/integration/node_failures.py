@@ -12,11 +12,22 @@ from typing import Callable, Iterator
 # nothing answers or resets them, as when its host or region drops off the network.
 HOW = ["crash", "unreachable"]
 
+# Proxy config overrides per way of failing. An unreachable node is marked down only after
+# failure_threshold checks have each waited out the check timeout (1 s by default: ~3 s), about
+# when Sentinel (down-after 1 s) or the test promotes a replica; a shorter timeout puts the
+# mark well before, so "writes resume within 1 s of the promotion" measures the proxy.
+MONITOR_FOR = {"crash": {}, "unreachable": {"monitor": {"timeout": "200ms"}}}
+
 
 def _signal_all(node, sig: int) -> None:
     for pid in node.pids():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+def resume(node) -> None:
+    """Lets an unreachable node answer again."""
+    _signal_all(node, signal.SIGCONT)
 
 
 @contextlib.contextmanager
@@ -32,5 +43,5 @@ def failing(node, how: str, stop: Callable[[], None]) -> Iterator[Callable[[], N
         yield fail
     finally:
         if how == "unreachable":
-            _signal_all(node, signal.SIGCONT)
+            resume(node)
             stop()

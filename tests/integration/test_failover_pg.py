@@ -38,7 +38,7 @@ import redis
 from tests.harness.topology import APP_DB, Topology, wait_until
 from admin_helpers import ctl, ctl_ok, metric, metric_values, metrics
 from conftest import start_proxy
-from node_failures import HOW, failing
+from node_failures import HOW, MONITOR_FOR, failing, resume
 
 WRITES_HELD_LIMIT_MS = 2000.0
 RESUME_LIMIT_S = 1.0
@@ -279,7 +279,7 @@ def test_unplanned_failover_writes_resume_on_same_connections(pg_topology, how):
     pg = pg_topology.pg
     old, new = pg.node(PRIMARY), pg.node(REPLICA)
     _create_table(pg, "unplanned")
-    with start_proxy(pg_topology) as proxy, \
+    with start_proxy(pg_topology, **MONITOR_FOR[how]) as proxy, \
             failing(old, how, lambda: pg.stop(old, mode="immediate")) as fail:
         clients = 4
         with InsertLoad(proxy, "unplanned", clients=clients) as load:
@@ -344,6 +344,37 @@ def test_read_in_flight_on_an_unreachable_replica_is_answered_by_the_primary(pg_
             assert took < 10, f"the read waited {took:.1f}s for the unreachable replica"
             # The session goes on: the next read too (the replica is down), without an error.
             assert conn.execute(port_query).fetchone()[0] == str(pg.node(PRIMARY).port)
+
+
+def test_connection_parked_before_its_node_was_marked_down_is_not_reused(pg_topology):
+    """With server connection reuse on, a connection parked before the primary was marked down
+    (it stopped answering for a while) is not handed to the next session once the node is back:
+    the server behind it may have restarted meanwhile. One worker, so one pool."""
+    pg = pg_topology.pg
+    primary = pg.node(PRIMARY)
+
+    def backend_pid(proxy) -> int:
+        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+            # pg_current_wal_lsn() is volatile (and fails on a standby): the primary answers.
+            return conn.execute("select pg_backend_pid(), pg_current_wal_lsn()").fetchone()[0]
+
+    def primary_up(proxy) -> Optional[float]:
+        return metric(metrics(proxy), "node_up", protocol="postgres", node=PRIMARY)
+
+    with start_proxy(pg_topology, workers=1, postgres={"server_idle_timeout": "60s"},
+                     **MONITOR_FOR["unreachable"]) as proxy:
+        first = backend_pid(proxy)
+        wait_until("the connection to be parked and reused",
+                   lambda: backend_pid(proxy) == first, timeout=10, interval=0.1)
+        with failing(primary, "unreachable", lambda: pg.stop(primary, mode="immediate")) as fail:
+            fail()
+            wait_until("the proxy to mark the primary down", lambda: primary_up(proxy) == 0,
+                       timeout=15, interval=0.05)
+            resume(primary)
+            wait_until("the proxy to see the primary up again", lambda: primary_up(proxy) == 1,
+                       timeout=15, interval=0.05)
+            after = backend_pid(proxy)
+            assert after != first, "a connection parked before the node was marked down was reused"
 
 
 # ---------------------------------------------------------------------------------- split brain

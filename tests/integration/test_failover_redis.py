@@ -33,7 +33,7 @@ import redis
 from tests.harness.topology import SentinelSet, Topology, wait_until
 from admin_helpers import ctl_ok, metric, metrics
 from conftest import start_proxy
-from node_failures import HOW, failing
+from node_failures import HOW, MONITOR_FOR, failing, resume
 
 WRITES_HELD_LIMIT_MS = 2000.0
 RESUME_LIMIT_S = 1.0
@@ -213,7 +213,7 @@ def test_unplanned_failover_follows_sentinel(redis_topology, how):
     with SentinelSet(rc, master_name="nerava-redis") as sentinels:
         overrides = {"redis": {"sentinel": {"addresses": sentinels.addresses,
                                             "master": "nerava-redis"}}}
-        with start_proxy(redis_topology, **overrides) as proxy, \
+        with start_proxy(redis_topology, **overrides, **MONITOR_FOR[how]) as proxy, \
                 failing(old, how, lambda: rc.stop(old)) as fail:
             assert proxy_client(proxy).set("before-failover", "1")
             with Writer(proxy, lambda i: ("SET", f"k{i % 1000}", str(i))) as writer:
@@ -248,6 +248,44 @@ def test_unplanned_failover_follows_sentinel(redis_topology, how):
             # A new client connection writes to the new primary too.
             assert proxy_client(proxy).set("after-failover", "1")
             assert rc.client(new).get("after-failover") == b"1"
+
+
+def test_connections_dropped_for_an_unreachable_node_are_reopened_when_it_answers_again(
+        redis_topology):
+    """The primary stops answering (SIGSTOP) long enough to be marked down, then answers
+    again. A client whose own connection to it sat idle (its last command went to the replica)
+    writes again without an error: the connection closed at the mark is opened anew, not reused
+    closed (that failed the next write with a -TRYAGAIN for a command that never ran)."""
+    rc = redis_topology.redis
+    old = rc.node(PRIMARY)
+
+    def node_up(proxy) -> Optional[float]:
+        return metric(metrics(proxy), "node_up", protocol="redis", node=PRIMARY)
+
+    with start_proxy(redis_topology, redis={"shared_connections": False},
+                     **MONITOR_FOR["unreachable"]) as proxy:
+        client = proxy_client(proxy, single_connection_client=True)
+        assert client.set("flap", "1")
+
+        def replica_reads() -> float:
+            return metric(metrics(proxy), "queries_total", protocol="redis", route="replica",
+                          node=REPLICA) or 0
+
+        before = replica_reads()
+        # Once the replica has the write (read-your-writes), GETs stay there: the session's
+        # last command ran on the replica, and its primary connection sits idle.
+        wait_until("a GET served by the replica",
+                   lambda: client.get("flap") == b"1" and replica_reads() > before, timeout=10)
+        with failing(old, "unreachable", lambda: rc.stop(old)) as fail:
+            fail()
+            wait_until("the proxy to mark the primary down", lambda: node_up(proxy) == 0,
+                       timeout=15, interval=0.05)
+            resume(old)
+            wait_until("the proxy to see the primary up again", lambda: node_up(proxy) == 1,
+                       timeout=15, interval=0.05)
+            assert client.set("flap", "2")
+            assert rc.client(old).get("flap") == b"2"
+        client.close()
 
 
 def test_replica_flagged_down_by_sentinel_serves_no_reads(redis_topology):

@@ -30,6 +30,9 @@ struct NodeState {
   int consecutive_failures = 0;
   std::string last_error;  // empty after a successful check
   std::chrono::steady_clock::time_point last_success{};
+  // How often the monitor marked it down: a server connection from before the last mark may
+  // lead to a server that restarted since, and is not reused.
+  uint64_t times_marked_down = 0;
 
   // Replication positions (PostgreSQL LSN as a byte position; Redis replication offset).
   // Primary: its current position. Replica: what it has replayed / received.
