@@ -7,6 +7,9 @@ import os
 import signal
 from typing import Callable, Iterator
 
+from tests.harness.topology import wait_until
+from admin_helpers import metric, metrics
+
 # "crash": the server process goes away and the kernel resets its connections.
 # "unreachable": every process of the server is stopped (SIGSTOP); its connections stay open and
 # nothing answers or resets them, as when its host or region drops off the network.
@@ -45,3 +48,19 @@ def failing(node, how: str, stop: Callable[[], None]) -> Iterator[Callable[[], N
         if how == "unreachable":
             resume(node)
             stop()
+
+
+def flap(proxy, protocol: str, node) -> None:
+    """Makes `node` unreachable until the proxy marks it down, then lets it answer again and
+    waits until the proxy sees it up."""
+    def up():
+        return metric(metrics(proxy), "node_up", protocol=protocol, node=node.name)
+
+    _signal_all(node, signal.SIGSTOP)
+    try:
+        wait_until(f"the proxy to mark {node.name} down", lambda: up() == 0, timeout=15,
+                   interval=0.05)
+    finally:
+        resume(node)
+    wait_until(f"the proxy to see {node.name} up again", lambda: up() == 1, timeout=15,
+               interval=0.05)

@@ -33,7 +33,7 @@ import redis
 from tests.harness.topology import SentinelSet, Topology, wait_until
 from admin_helpers import ctl_ok, metric, metrics
 from conftest import start_proxy
-from node_failures import HOW, MONITOR_FOR, failing, resume
+from node_failures import HOW, MONITOR_FOR, failing, flap
 
 WRITES_HELD_LIMIT_MS = 2000.0
 RESUME_LIMIT_S = 1.0
@@ -223,13 +223,17 @@ def test_unplanned_failover_follows_sentinel(redis_topology, how):
                 t_stop = time.monotonic()
                 t_switch = sentinels.wait_master(new, timeout=30, interval=0.01)
                 wait_until("a SET through the proxy after Sentinel's switch",
-                           lambda: writer.acked_after(t_stop) or writer.dropped,
+                           lambda: writer.acked_after(t_switch) or writer.dropped,
                            timeout=35, interval=0.01)
                 time.sleep(1)
             assert writer.dropped is None, f"the client connection dropped: {writer.dropped}"
-            first = min(a[0] for a in writer.acked_after(t_stop))
+            # Measured from the switch: a reply already on its way when the primary stopped
+            # arrives after t_stop and says nothing about the failover. The proxy may follow the
+            # promoted replica before Sentinel announces it; then this is the writer's own pace.
+            first = min(a[0] for a in writer.acked_after(t_switch))
             resumed = first - t_switch
-            print(f"\nunplanned Redis failover ({how}): Sentinel switched {t_switch - t_stop:.2f}s after "
+            print(f"\nunplanned Redis failover ({how}): Sentinel switched "
+                  f"{t_switch - t_stop:.2f}s after "
                   f"the primary stopped; first SET {resumed * 1000:.0f} ms after the switch; "
                   f"{len(writer.errors)} error replies", file=sys.stderr)
             assert resumed < RESUME_LIMIT_S, f"writes resumed {resumed:.2f}s after the switch"
@@ -259,9 +263,6 @@ def test_connections_dropped_for_an_unreachable_node_are_reopened_when_it_answer
     rc = redis_topology.redis
     old = rc.node(PRIMARY)
 
-    def node_up(proxy) -> Optional[float]:
-        return metric(metrics(proxy), "node_up", protocol="redis", node=PRIMARY)
-
     with start_proxy(redis_topology, redis={"shared_connections": False},
                      **MONITOR_FOR["unreachable"]) as proxy:
         client = proxy_client(proxy, single_connection_client=True)
@@ -276,15 +277,9 @@ def test_connections_dropped_for_an_unreachable_node_are_reopened_when_it_answer
         # last command ran on the replica, and its primary connection sits idle.
         wait_until("a GET served by the replica",
                    lambda: client.get("flap") == b"1" and replica_reads() > before, timeout=10)
-        with failing(old, "unreachable", lambda: rc.stop(old)) as fail:
-            fail()
-            wait_until("the proxy to mark the primary down", lambda: node_up(proxy) == 0,
-                       timeout=15, interval=0.05)
-            resume(old)
-            wait_until("the proxy to see the primary up again", lambda: node_up(proxy) == 1,
-                       timeout=15, interval=0.05)
-            assert client.set("flap", "2")
-            assert rc.client(old).get("flap") == b"2"
+        flap(proxy, "redis", old)
+        assert client.set("flap", "2")
+        assert rc.client(old).get("flap") == b"2"
         client.close()
 
 
