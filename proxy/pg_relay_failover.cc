@@ -128,13 +128,9 @@ void PgRelay::LoseServer(PgServer& server, const std::string& why) {
 }
 
 void PgRelay::OnNodeDown(const std::string& node) {
-  std::vector<PgServer*> gone;
-  for (auto& [name, server] : servers_) {
-    if (server->backend->target.node_name == node && !server->lost) gone.push_back(server.get());
-  }
-  for (PgServer* server : gone) {
-    LoseServer(*server, "PostgreSQL node \"" + node + "\" stopped answering health checks");
-  }
+  auto it = servers_.find(node);
+  if (it == servers_.end()) return;
+  LoseServer(*it->second, "PostgreSQL node \"" + node + "\" stopped answering health checks");
 }
 
 void PgRelay::AbortWrites() {

@@ -2,9 +2,9 @@
 // that logs in to the same node (in the same role, not marked down since) as the same user with
 // the same start-up parameters (PgBouncer's session pooling; on when
 // postgres.server_idle_timeout is set). A client that connects per request then skips the
-// server's fork and authentication and gets a backend whose caches are already warm. DISCARD ALL runs before a connection is kept, so
-// nothing of the old session survives: SET, SET ROLE, temp tables, prepared statements, LISTEN,
-// advisory locks, sequences' currval. Off by default: a parked connection keeps its database in
+// server's fork and authentication and gets a backend whose caches are already warm. DISCARD
+// ALL runs before a connection is kept, so nothing of the old session survives: SET, SET ROLE,
+// temp tables, prepared statements, LISTEN, advisory locks, sequences' currval. Off by default: a parked connection keeps its database in
 // use (DROP DATABASE right after the client left fails) and the next client sees the same
 // pg_backend_pid().
 //

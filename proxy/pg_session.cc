@@ -256,13 +256,13 @@ awaitable<void> PgSession::Run() {
   auto executor = co_await asio::this_coro::executor;
   std::weak_ptr<PgSession> weak = weak_from_this();
   SessionHooks hooks;
+  hooks.protocol = Protocol::kPostgres;
   hooks.shutdown = [weak, executor] {
     asio::post(executor, [weak] {
       if (auto self = weak.lock()) self->RequestShutdown();
     });
   };
-  hooks.node_down = [weak, executor](Protocol protocol, const std::string& node) {
-    if (protocol != Protocol::kPostgres) return;
+  hooks.node_down = [weak, executor](const std::string& node) {
     asio::post(executor, [weak, node] {
       if (auto self = weak.lock(); self && self->relay_) self->relay_->OnNodeDown(node);
     });

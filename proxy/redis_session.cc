@@ -536,14 +536,13 @@ awaitable<void> RedisSession::Run() {
   route_state_.affinity = reinterpret_cast<uintptr_t>(this) >> 4;
   std::weak_ptr<RedisSession> weak = weak_from_this();
   SessionHooks hooks;
+  hooks.protocol = routing::Protocol::kRedis;
   hooks.shutdown = [weak, executor = executor_] {
     asio::post(executor, [weak] {
       if (auto self = weak.lock()) self->RequestShutdown();
     });
   };
-  hooks.node_down = [weak, executor = executor_](routing::Protocol protocol,
-                                                  const std::string& node) {
-    if (protocol != routing::Protocol::kRedis) return;
+  hooks.node_down = [weak, executor = executor_](const std::string& node) {
     asio::post(executor, [weak, node] {
       if (auto self = weak.lock()) self->OnNodeDown(node);
     });

@@ -32,14 +32,14 @@ void SessionRegistry::ShutdownAll() {
 }
 
 void SessionRegistry::NodeDown(routing::Protocol protocol, const std::string& node) {
-  std::vector<std::function<void(routing::Protocol, const std::string&)>> callbacks;
+  std::vector<std::function<void(const std::string&)>> callbacks;
   {
     std::lock_guard lock(mutex_);
     for (auto& [id, hooks] : sessions_) {
-      if (hooks.node_down) callbacks.push_back(hooks.node_down);
+      if (hooks.protocol == protocol && hooks.node_down) callbacks.push_back(hooks.node_down);
     }
   }
-  for (auto& fn : callbacks) fn(protocol, node);
+  for (auto& fn : callbacks) fn(node);  // outside the lock: they post to other threads
 }
 
 bool SessionRegistry::WaitEmpty(std::chrono::milliseconds timeout) {

@@ -17,9 +17,10 @@ namespace nerava::proxy {
 
 // What a session can be asked from other threads; each must be safe to call from any thread.
 struct SessionHooks {
+  routing::Protocol protocol = routing::Protocol::kPostgres;  // whose nodes the session uses
   std::function<void()> shutdown;  // finish at the next message boundary (drain)
-  // The monitor gave up on a node: drop the connections to it (empty: not interested).
-  std::function<void(routing::Protocol protocol, const std::string& node)> node_down;
+  // The monitor gave up on one of the protocol's nodes: drop the connections to it.
+  std::function<void(const std::string& node)> node_down;
 };
 
 class SessionRegistry {
@@ -29,7 +30,7 @@ class SessionRegistry {
   size_t size() const;
   // Calls every session's shutdown function.
   void ShutdownAll();
-  // Calls every session's node_down function.
+  // Calls node_down of every session of `protocol`.
   void NodeDown(routing::Protocol protocol, const std::string& node);
   // Waits until no session is left or the timeout passes; true when none is left.
   bool WaitEmpty(std::chrono::milliseconds timeout);
