@@ -1,5 +1,6 @@
 #include "config/validate.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
@@ -136,11 +137,14 @@ void ValidateConfig(Config& c, const Origins& origins, ErrorList& errors) {
   if (c.monitor.interval < milliseconds(10)) {
     errors.Add("monitor.interval", "must be at least 10ms");
   }
-  if (c.monitor.timeout == milliseconds(0)) {
-    // Leaves a fifth of the interval so one slow probe cannot overlap the next.
-    c.monitor.timeout = c.monitor.interval * 4 / 5;
-  } else if (c.monitor.timeout >= c.monitor.interval) {
-    errors.Add("monitor.timeout", "must be less than monitor.interval");
+  if (c.monitor.timeout < milliseconds(0)) {
+    errors.Add("monitor.timeout", "must not be negative");
+  } else if (c.monitor.timeout == milliseconds(0)) {
+    // At least 1 s: on a saturated machine a healthy node can take a few hundred ms to answer,
+    // and a node marked down for that would move every read (issue 5). A dead node refuses at
+    // once, so detecting a crash stays about failure_threshold x interval. A node's checks run
+    // one after another, so a timeout above the interval only spaces them out.
+    c.monitor.timeout = std::max(milliseconds(1000), c.monitor.interval * 4 / 5);
   }
 }
 

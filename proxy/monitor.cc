@@ -25,13 +25,6 @@ std::vector<NodeState> InitialNodes(const std::vector<config::Node>& nodes) {
   return states;
 }
 
-std::chrono::milliseconds CheckTimeout(const config::Monitor& monitor) {
-  if (monitor.timeout.count() > 0) return monitor.timeout;
-  // At least 1 s: on a saturated machine a healthy node can take a few hundred ms to answer,
-  // and a node marked down for that would move every read (issue 5). A dead node refuses at
-  // once, so failure detection stays about failure_threshold x interval.
-  return std::max(std::chrono::milliseconds(1000), monitor.interval * 8 / 10);
-}
 
 }  // namespace
 
@@ -65,7 +58,7 @@ const std::string& Monitor::Preferred(const LagState& lag) {
 
 Monitor::Monitor(const config::Config& config, TopologyHolder& holder)
     : interval_(config.monitor.interval),
-      timeout_(CheckTimeout(config.monitor)),
+      timeout_(config.monitor.timeout),
       failure_threshold_(config.monitor.failure_threshold),
       primary_region_(config.primary_region),
       holder_(holder) {

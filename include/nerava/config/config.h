@@ -104,7 +104,7 @@ struct Redis {
 struct Monitor {
   std::chrono::milliseconds interval{250};
   int failure_threshold = 3;
-  std::chrono::milliseconds timeout{0};  // 0: derived, max(1 s, 0.8 x interval)
+  std::chrono::milliseconds timeout{0};  // 0 in the file: max(1 s, 0.8 x interval)
 };
 
 struct Failover {
