@@ -162,10 +162,14 @@ std::optional<std::string> Monitor::Record(const Slot& slot, const ProbeResult& 
     node.last_error.clear();
     node.last_success = std::chrono::steady_clock::now();
     node.role = result.role;
-    node.position = result.position;
-    node.received_position = result.received_position;
-    node.timeline = result.timeline;
-    lag.observed[slot.index] = observed;
+    // A late answer's positions were read some time before now. Stamped now, a replica's only
+    // overstate its lag; a primary's would understate every replica's, so they are not used.
+    if (!result.late || result.role == Role::kReplica) {
+      node.position = result.position;
+      node.received_position = result.received_position;
+      node.timeline = result.timeline;
+      lag.observed[slot.index] = result.late ? std::chrono::steady_clock::now() : observed;
+    }
   } else {
     ++node.consecutive_failures;
     node.last_error = result.error;
@@ -193,7 +197,7 @@ std::optional<std::string> Monitor::Record(const Slot& slot, const ProbeResult& 
       lag.timeline = primary->timeline;
       lag.changed = true;
     }
-    if (result.ok && topology.primary == static_cast<int>(slot.index)) {
+    if (result.ok && !result.late && topology.primary == static_cast<int>(slot.index)) {
       lag.watermark.Add(observed, node.position);
       // Stamped with the check's start: the position read is at or past every write
       // acknowledged by then, whenever inside the check the server read it.

@@ -23,6 +23,9 @@ struct ProbeResult {
   uint64_t commit_position = 0;
   uint32_t timeline = 0;
   bool link_up = true;             // replica: replication link to its primary is up
+  // The answer to an earlier check that had timed out: the node is alive but slow, and the
+  // positions above were read at some moment before now.
+  bool late = false;
 };
 
 class NodeProbe {

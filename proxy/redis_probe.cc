@@ -1,10 +1,17 @@
 // Redis node check with hiredis: `INFO replication` gives role, offsets and link status in one
-// round trip. The connection is kept between checks and dropped after any failure.
+// round trip. The connection is kept between checks and dropped after any failure but one: a
+// check that timed out leaves its INFO pending, and the next checks wait for that answer. Redis
+// runs one command at a time; busy with long ones back to back (scripts, 100 MB values) it
+// answers a pending INFO in the next gap, while one re-sent on a new connection is read a turn
+// later and waits behind the next long command, and the next: a live node marked down.
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -67,23 +74,70 @@ class RedisProbe final : public NodeProbe {
       : node_(node), username_(std::move(username)), password_(std::move(password)) {}
 
   ProbeResult Check(std::chrono::milliseconds timeout) override {
-    ProbeResult result;
+    if (context_ && asked_at_) return AwaitLateAnswer(timeout);
     if (!context_) {
       if (auto error = Connect(timeout); !error.empty()) {
+        ProbeResult result;
         result.error = std::move(error);
         return result;
       }
     }
+    asked_at_ = Clock::now();
     RedisReplyPtr reply(static_cast<redisReply*>(redisCommand(context_.get(), "INFO replication")));
-    if (!reply || reply->type != REDIS_REPLY_STRING) {
-      result.error = !reply ? std::string(context_->errstr)
-                            : std::string(reply->str ? reply->str : "unexpected INFO reply");
+    const int error_number = errno;
+    return Answer(std::move(reply), error_number, timeout, /*late=*/false);
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  // A pending INFO unanswered this many timeouts is given up: the connection may be dead
+  // without a reset (a peer that restarted behind a partition never answers it).
+  static constexpr int kPatience = 4;
+
+  ProbeResult AwaitLateAnswer(std::chrono::milliseconds timeout) {
+    // hiredis marks a blocking context failed when a read times out, though nothing is lost
+    // (its reader keeps any part of a reply): clearing the mark resumes the same read.
+    context_->err = 0;
+    context_->errstr[0] = '\0';
+    redisSetTimeout(context_.get(), ToTimeval(timeout));
+    void* raw = nullptr;
+    const int status = redisGetReply(context_.get(), &raw);
+    const int error_number = errno;
+    RedisReplyPtr reply(status == REDIS_OK ? static_cast<redisReply*>(raw) : nullptr);
+    return Answer(std::move(reply), error_number, timeout, /*late=*/true);
+  }
+
+  // The result of the pending INFO; errno_after is errno right after hiredis returned.
+  ProbeResult Answer(RedisReplyPtr reply, int errno_after, std::chrono::milliseconds timeout,
+                     bool late) {
+    ProbeResult result;
+    if (!reply) {
+      const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+          Clock::now() - *asked_at_);
+      // A read timeout, with the whole command already written.
+      const bool timed_out = context_->err == REDIS_ERR_IO &&
+                             (errno_after == EAGAIN || errno_after == EWOULDBLOCK) &&
+                             context_->obuf[0] == '\0';
+      if (timed_out) {
+        result.error = "no answer for " + std::to_string(waited.count()) + " ms";
+        if (waited < kPatience * timeout) return result;  // still waiting for it
+      } else {
+        result.error = context_->errstr;
+      }
+      context_.reset();
+      asked_at_.reset();
+      return result;
+    }
+    asked_at_.reset();
+    if (reply->type != REDIS_REPLY_STRING) {
+      result.error = std::string(reply->str ? reply->str : "unexpected INFO reply");
       context_.reset();
       return result;
     }
     const std::string_view info(reply->str, reply->len);
     const std::string_view role = InfoField(info, "role");
     result.ok = true;
+    result.late = late;
     if (role == "master") {
       result.role = routing::Role::kPrimary;
       result.position = ToU64(InfoField(info, "master_repl_offset"));
@@ -100,7 +154,6 @@ class RedisProbe final : public NodeProbe {
     return result;
   }
 
- private:
   std::string Connect(std::chrono::milliseconds timeout) {
     RedisContextPtr context(
         redisConnectWithTimeout(node_.host.c_str(), node_.port, ToTimeval(timeout)));
@@ -145,6 +198,7 @@ class RedisProbe final : public NodeProbe {
   std::string username_;
   std::string password_;
   RedisContextPtr context_;
+  std::optional<Clock::time_point> asked_at_;  // an INFO is pending on context_ since then
   bool commands_loaded_ = false;
 };
 

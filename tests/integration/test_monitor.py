@@ -567,6 +567,62 @@ def test_stopped_redis_replica_is_down_and_up_after_restart(proxy, topology, red
                lambda: node_up(proxy, "redis", "redis-replica1") is True, timeout=15)
 
 
+# Keeps Redis' one thread busy for ARGV[1] ms (TIME is allowed: scripts replicate effects).
+BUSY_SCRIPT = """
+local t0 = redis.call('TIME')
+repeat local t = redis.call('TIME')
+until (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) >= ARGV[1] * 1000
+return 1
+"""
+
+
+def test_a_busy_redis_primary_that_answers_late_stays_up(topology):
+    """Redis runs one command at a time: busy with long commands back to back (scripts here; a
+    100 MB value on a slow machine), it answers every check, but after the check's timeout. An
+    answer that comes late still proves the node alive: it is never marked down, and writes
+    through the proxy meanwhile complete instead of getting -TRYAGAIN. (A check given up at its
+    timeout and re-sent on a new connection waits behind the next long command, and the next.)"""
+    primary = topology.redis.primary
+    busy_ms, timeout_ms, busy_for_s = 900, 400, 8.0
+    monitor = {"interval": "250ms", "timeout": f"{timeout_ms}ms", "failure_threshold": 3}
+    with start_proxy(topology, monitor=monitor) as proxy:
+        assert busy_ms < 3 * timeout_ms  # a node this slow is alive, not down
+        busy = topology.redis.client(primary, socket_timeout=10)
+        app = redis.Redis(host="127.0.0.1", port=proxy.redis_port, socket_timeout=10)
+        deadline = time.monotonic() + busy_for_s
+        errors: list[str] = []
+
+        def keep_busy():
+            try:
+                while time.monotonic() < deadline:
+                    busy.eval(BUSY_SCRIPT, 0, busy_ms)
+            except redis.RedisError as e:
+                errors.append(f"busy script: {e}")
+
+        seen_down, writes = [], 0
+        thread = threading.Thread(target=keep_busy)
+        thread.start()
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    app.incr("busy:writes")
+                    writes += 1
+                except redis.RedisError as e:
+                    errors.append(f"write: {e}")
+                if node_up(proxy, "redis", primary.name) is False:
+                    seen_down.append(round(busy_for_s - (deadline - time.monotonic()), 2))
+        finally:
+            thread.join(timeout=15)
+            busy.close()
+            app.close()
+        print(f"\n{writes} writes during {busy_for_s:.0f} s of back-to-back {busy_ms} ms "
+              f"scripts, check timeout {timeout_ms} ms")
+        assert not errors, errors[:5]
+        assert not seen_down, f"{primary.name} reported down at {seen_down} s"
+        assert "redis node redis-primary is down" not in proxy.log_path.read_text()
+        assert writes >= busy_for_s * 1000 / busy_ms / 2, writes
+
+
 def test_readyz_turns_503_when_the_primary_stops(proxy, topology):
     pg = topology.pg
     assert http_get(proxy, "/readyz")[0] == 200
