@@ -80,7 +80,8 @@ Monitor::Monitor(const config::Config& config, TopologyHolder& holder)
     for (size_t i = 0; i < redis.nodes.size(); ++i) {
       slots_.push_back(std::make_unique<Slot>(
           Slot{Protocol::kRedis, i,
-               MakeRedisProbe(redis.nodes[i], redis.backend_username, redis.backend_password)}));
+               MakeRedisProbe(redis.nodes[i], redis.backend_username, redis.backend_password,
+                              failure_threshold_ + 1)}));
     }
   }
   holder_.Publish(BuildSnapshotLocked());
@@ -127,10 +128,17 @@ void Monitor::RunNode(std::stop_token stop, Slot& slot) {
   std::condition_variable_any sleeper;
   auto next = std::chrono::steady_clock::now();
   while (!stop.stop_requested()) {
-    const auto started = std::chrono::steady_clock::now();
+    auto started = std::chrono::steady_clock::now();
     ProbeResult result = slot.probe->Check(timeout_);
     // The node read its position somewhere inside the check: take the middle.
-    const auto observed = started + (std::chrono::steady_clock::now() - started) / 2;
+    auto observed = started + (std::chrono::steady_clock::now() - started) / 2;
+    if (result.late) {
+      // Read somewhere between the earlier check's start and now. A primary's position stamped
+      // with that start overstates every replica's lag, a replica's stamped now its own: never
+      // the other way round (read-your-writes and max_lag stay safe).
+      started = result.asked_at;
+      observed = result.role == Role::kReplica ? std::chrono::steady_clock::now() : started;
+    }
     if (std::optional<std::string> down = Record(slot, result, started, observed)) {
       NodeDown notify;
       {
@@ -162,14 +170,10 @@ std::optional<std::string> Monitor::Record(const Slot& slot, const ProbeResult& 
     node.last_error.clear();
     node.last_success = std::chrono::steady_clock::now();
     node.role = result.role;
-    // A late answer's positions were read some time before now. Stamped now, a replica's only
-    // overstate its lag; a primary's would understate every replica's, so they are not used.
-    if (!result.late || result.role == Role::kReplica) {
-      node.position = result.position;
-      node.received_position = result.received_position;
-      node.timeline = result.timeline;
-      lag.observed[slot.index] = result.late ? std::chrono::steady_clock::now() : observed;
-    }
+    node.position = result.position;
+    node.received_position = result.received_position;
+    node.timeline = result.timeline;
+    lag.observed[slot.index] = observed;
   } else {
     ++node.consecutive_failures;
     node.last_error = result.error;
@@ -197,7 +201,7 @@ std::optional<std::string> Monitor::Record(const Slot& slot, const ProbeResult& 
       lag.timeline = primary->timeline;
       lag.changed = true;
     }
-    if (result.ok && !result.late && topology.primary == static_cast<int>(slot.index)) {
+    if (result.ok && topology.primary == static_cast<int>(slot.index)) {
       lag.watermark.Add(observed, node.position);
       // Stamped with the check's start: the position read is at or past every write
       // acknowledged by then, whenever inside the check the server read it.

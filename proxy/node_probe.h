@@ -23,9 +23,10 @@ struct ProbeResult {
   uint64_t commit_position = 0;
   uint32_t timeline = 0;
   bool link_up = true;             // replica: replication link to its primary is up
-  // The answer to an earlier check that had timed out: the node is alive but slow, and the
-  // positions above were read at some moment before now.
+  // The answer to an earlier check that had timed out, sent at `asked_at`: the node is alive
+  // but slow, and the positions above were read at some moment between then and now.
   bool late = false;
+  std::chrono::steady_clock::time_point asked_at{};
 };
 
 class NodeProbe {
@@ -44,7 +45,9 @@ struct PgProbeCredentials {
 };
 
 std::unique_ptr<NodeProbe> MakePgProbe(const config::Node& node, PgProbeCredentials credentials);
+// patience: how many checks in a row a check that timed out is still waited for before its
+// connection is given up (see redis_probe.cc).
 std::unique_ptr<NodeProbe> MakeRedisProbe(const config::Node& node, std::string username,
-                                          std::string password);
+                                          std::string password, int patience);
 
 }  // namespace nerava::proxy

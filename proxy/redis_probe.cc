@@ -70,8 +70,11 @@ routing::RedisReply ToRedisReply(const redisReply& reply) {
 
 class RedisProbe final : public NodeProbe {
  public:
-  RedisProbe(const config::Node& node, std::string username, std::string password)
-      : node_(node), username_(std::move(username)), password_(std::move(password)) {}
+  RedisProbe(const config::Node& node, std::string username, std::string password, int patience)
+      : node_(node),
+        username_(std::move(username)),
+        password_(std::move(password)),
+        patience_(patience) {}
 
   ProbeResult Check(std::chrono::milliseconds timeout) override {
     if (context_ && asked_at_) return AwaitLateAnswer(timeout);
@@ -83,16 +86,14 @@ class RedisProbe final : public NodeProbe {
       }
     }
     asked_at_ = Clock::now();
+    unanswered_checks_ = 0;
     RedisReplyPtr reply(static_cast<redisReply*>(redisCommand(context_.get(), "INFO replication")));
     const int error_number = errno;
-    return Answer(std::move(reply), error_number, timeout, /*late=*/false);
+    return Answer(std::move(reply), error_number, /*late=*/false);
   }
 
  private:
   using Clock = std::chrono::steady_clock;
-  // A pending INFO unanswered this many timeouts is given up: the connection may be dead
-  // without a reset (a peer that restarted behind a partition never answers it).
-  static constexpr int kPatience = 4;
 
   ProbeResult AwaitLateAnswer(std::chrono::milliseconds timeout) {
     // hiredis marks a blocking context failed when a read times out, though nothing is lost
@@ -104,12 +105,11 @@ class RedisProbe final : public NodeProbe {
     const int status = redisGetReply(context_.get(), &raw);
     const int error_number = errno;
     RedisReplyPtr reply(status == REDIS_OK ? static_cast<redisReply*>(raw) : nullptr);
-    return Answer(std::move(reply), error_number, timeout, /*late=*/true);
+    return Answer(std::move(reply), error_number, /*late=*/true);
   }
 
   // The result of the pending INFO; errno_after is errno right after hiredis returned.
-  ProbeResult Answer(RedisReplyPtr reply, int errno_after, std::chrono::milliseconds timeout,
-                     bool late) {
+  ProbeResult Answer(RedisReplyPtr reply, int errno_after, bool late) {
     ProbeResult result;
     if (!reply) {
       const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -117,10 +117,12 @@ class RedisProbe final : public NodeProbe {
       // A read timeout, with the whole command already written.
       const bool timed_out = context_->err == REDIS_ERR_IO &&
                              (errno_after == EAGAIN || errno_after == EWOULDBLOCK) &&
-                             context_->obuf[0] == '\0';
+                             sdslen(context_->obuf) == 0;
       if (timed_out) {
         result.error = "no answer for " + std::to_string(waited.count()) + " ms";
-        if (waited < kPatience * timeout) return result;  // still waiting for it
+        // Given up after patience_ checks: by then the node is marked down, and the connection
+        // may be dead without a reset (a peer that restarted behind a partition never answers).
+        if (++unanswered_checks_ < patience_) return result;  // still waiting for it
       } else {
         result.error = context_->errstr;
       }
@@ -128,6 +130,7 @@ class RedisProbe final : public NodeProbe {
       asked_at_.reset();
       return result;
     }
+    const Clock::time_point asked_at = *asked_at_;
     asked_at_.reset();
     if (reply->type != REDIS_REPLY_STRING) {
       result.error = std::string(reply->str ? reply->str : "unexpected INFO reply");
@@ -138,12 +141,14 @@ class RedisProbe final : public NodeProbe {
     const std::string_view role = InfoField(info, "role");
     result.ok = true;
     result.late = late;
+    result.asked_at = asked_at;
     if (role == "master") {
       result.role = routing::Role::kPrimary;
       result.position = ToU64(InfoField(info, "master_repl_offset"));
       result.received_position = result.position;
       result.commit_position = result.position;
-      if (!commands_loaded_) LoadCommandTable();
+      // Not on a late answer: COMMAND would wait behind the same long commands and time out.
+      if (!commands_loaded_ && !late) LoadCommandTable();
     } else {
       result.role = routing::Role::kReplica;
       result.link_up = InfoField(info, "master_link_status") == "up";
@@ -198,15 +203,17 @@ class RedisProbe final : public NodeProbe {
   std::string username_;
   std::string password_;
   RedisContextPtr context_;
+  const int patience_;
   std::optional<Clock::time_point> asked_at_;  // an INFO is pending on context_ since then
+  int unanswered_checks_ = 0;                  // checks that timed out waiting for it
   bool commands_loaded_ = false;
 };
 
 }  // namespace
 
 std::unique_ptr<NodeProbe> MakeRedisProbe(const config::Node& node, std::string username,
-                                          std::string password) {
-  return std::make_unique<RedisProbe>(node, std::move(username), std::move(password));
+                                          std::string password, int patience) {
+  return std::make_unique<RedisProbe>(node, std::move(username), std::move(password), patience);
 }
 
 }  // namespace nerava::proxy
