@@ -7,8 +7,10 @@ namespace {
 
 using namespace asio::experimental::awaitable_operators;
 
-RedisBackendResult Fail(const RedisBackendTarget& target, const std::string& why) {
-  return {nullptr, "TRYAGAIN could not connect to Redis node \"" + target.node_name + "\": " + why};
+RedisBackendResult Fail(const RedisBackendTarget& target, const std::string& why,
+                        bool unreachable = false) {
+  return {nullptr, "TRYAGAIN could not connect to Redis node \"" + target.node_name + "\": " + why,
+          unreachable};
 }
 
 // Reads the replies to the replayed commands; the first error reply fails the connect.
@@ -44,7 +46,9 @@ awaitable<RedisBackendResult> Connect(const RedisBackendTarget& target,
                                       const RedisBackendOptions& options,
                                       const std::vector<RedisCommand>& replay) {
   absl::StatusOr<tcp::socket> socket = co_await ConnectTcp(target.host, target.port);
-  if (!socket.ok()) co_return Fail(target, std::string(socket.status().message()));
+  if (!socket.ok()) {
+    co_return Fail(target, std::string(socket.status().message()), /*unreachable=*/true);
+  }
 
   auto backend = std::make_shared<RedisBackend>(std::move(*socket), options.limits);
   backend->node_name = target.node_name;
@@ -60,9 +64,9 @@ awaitable<RedisBackendResult> Connect(const RedisBackendTarget& target,
     auto [ec, n] = co_await backend->stream.Write(asio::buffer(out));
     if (ec) co_return Fail(target, "connection closed during login");
     std::string error = co_await ReadReplayReplies(*backend, replay.size());
-    if (!error.empty()) co_return RedisBackendResult{nullptr, std::move(error)};
+    if (!error.empty()) co_return RedisBackendResult{nullptr, std::move(error), false};
   }
-  co_return RedisBackendResult{std::move(backend), {}};
+  co_return RedisBackendResult{std::move(backend), {}, false};
 }
 
 }  // namespace
@@ -72,7 +76,7 @@ awaitable<RedisBackendResult> ConnectRedisBackend(const RedisBackendTarget& targ
                                                   const std::vector<RedisCommand>& replay) {
   asio::steady_timer deadline(co_await asio::this_coro::executor, options.connect_timeout);
   auto outcome = co_await (Connect(target, options, replay) || deadline.async_wait(kNoThrow));
-  if (outcome.index() == 1) co_return Fail(target, "timed out");
+  if (outcome.index() == 1) co_return Fail(target, "timed out", /*unreachable=*/true);
   RedisBackendResult result = std::move(std::get<0>(outcome));
   if (result.backend && options.metrics) {
     result.backend->open_gauge = GaugeHold(

@@ -59,6 +59,9 @@ struct RedisBackendResult {
   // On failure: an error line for the client without the leading '-' (the server's own when
   // a replayed command was refused, e.g. "WRONGPASS ...").
   std::string error;
+  // The TCP connect failed or the whole connect timed out: the node may be down, and the
+  // monitor may not have seen it yet.
+  bool unreachable = false;
 };
 
 // One replayed command: its arguments, e.g. {"SELECT", "3"}.

@@ -15,7 +15,8 @@ constexpr auto kReplicaRetry = std::chrono::seconds(1);
 
 }  // namespace
 
-awaitable<std::optional<routing::NodeState>> RedisSession::WaitPrimary() {
+awaitable<std::optional<routing::NodeState>> RedisSession::WaitPrimary(
+    std::chrono::steady_clock::time_point give_up) {
   auto primary_of = [this]() -> std::optional<routing::NodeState> {
     auto snapshot = context_->topology->Get();
     if (const routing::NodeState* primary = snapshot->redis.Primary()) return *primary;
@@ -26,7 +27,6 @@ awaitable<std::optional<routing::NodeState>> RedisSession::WaitPrimary() {
   if (primary || now < no_primary_until_) co_return primary;
   // A failover may be under way: wait for a primary instead of failing at once.
   co_await Flush();
-  const auto give_up = now + context_->failover_wait;
   asio::steady_timer poll(executor_);
   while (!primary && std::chrono::steady_clock::now() < give_up && !shutdown_requested_) {
     poll.expires_after(std::chrono::milliseconds(20));
@@ -54,9 +54,10 @@ awaitable<std::shared_ptr<RedisBackend>> RedisSession::Target(const routing::Rou
   std::optional<routing::NodeState> replica;
   if (intent.replica_ok) replica = PickReplica(intent);
   if (replica) {
-    std::string replica_error;
-    backend = co_await BackendFor(*replica, replica_error);
+    RedisBackendResult result = co_await BackendFor(*replica);
+    backend = std::move(result.backend);
     if (!backend) {
+      spdlog::warn("redis: cannot open server connection to {}: {}", replica->name, result.error);
       // The monitor has not seen it fail yet: the primary serves the read meanwhile.
       avoid_node_ = replica->name;
       avoid_until_ = std::chrono::steady_clock::now() + kReplicaRetry;
@@ -116,17 +117,37 @@ awaitable<std::shared_ptr<RedisBackend>> RedisSession::PrimaryBackend(bool write
       co_return nullptr;
     }
   }
-  std::optional<routing::NodeState> primary = co_await WaitPrimary();
-  if (!primary) {
-    error = "TRYAGAIN no primary Redis node is reachable";
-    co_return nullptr;
+  const auto give_up = std::chrono::steady_clock::now() + context_->failover_wait;
+  asio::steady_timer pause(executor_);
+  for (;;) {
+    std::optional<routing::NodeState> primary = co_await WaitPrimary(give_up);
+    if (!primary) {
+      error = "TRYAGAIN no primary Redis node is reachable";
+      co_return nullptr;
+    }
+    RedisBackendResult result = co_await BackendFor(*primary);
+    if (result.backend) {
+      if (gate && !TakeWriteTicket(*gate)) {
+        error = "TRYAGAIN a switchover started: retry the write";
+        co_return nullptr;
+      }
+      co_return std::move(result.backend);
+    }
+    if (error.empty()) {  // once per request, not per attempt
+      spdlog::warn("redis: cannot open server connection to {}: {}{}", primary->name,
+                   result.error, result.unreachable ? "; waiting for the topology to settle" : "");
+    }
+    error = std::move(result.error);
+    // The primary refuses connections or does not answer before the monitor has noticed (a
+    // crash, a failover under way): wait for the topology to settle, as PostgreSQL sessions
+    // do, within failover.wait. A server that answers with an error is not waited for.
+    if (!result.unreachable || shutdown_requested_ ||
+        std::chrono::steady_clock::now() >= give_up) {
+      co_return nullptr;
+    }
+    pause.expires_after(std::chrono::milliseconds(50));
+    co_await pause.async_wait(kNoThrow);
   }
-  auto backend = co_await BackendFor(*primary, error);
-  if (backend && gate && !TakeWriteTicket(*gate)) {
-    error = "TRYAGAIN a switchover started: retry the write";
-    co_return nullptr;
-  }
-  co_return backend;
 }
 
 bool RedisSession::TakeWriteTicket(WriteGate& gate) {
@@ -256,10 +277,9 @@ awaitable<bool> RedisSession::FenceWait(std::string_view name,
   co_return true;
 }
 
-awaitable<std::shared_ptr<RedisBackend>> RedisSession::BackendFor(const routing::NodeState& node,
-                                                                  std::string& error) {
+awaitable<RedisBackendResult> RedisSession::BackendFor(const routing::NodeState& node) {
   if (auto it = backends_.find(node.name); it != backends_.end()) {
-    if (!it->second->broken) co_return it->second;
+    if (!it->second->broken) co_return RedisBackendResult{it->second, {}, false};
     backends_.erase(it);
   }
   co_await Flush();  // requests before this one must not wait for the connect
@@ -268,14 +288,10 @@ awaitable<std::shared_ptr<RedisBackend>> RedisSession::BackendFor(const routing:
                               context_->limits, context_->metrics};
   RedisBackendResult result =
       co_await ConnectRedisBackend(where, options, ReplayCommands(conn_, context_->settings));
-  if (!result.backend) {
-    spdlog::warn("redis: cannot open server connection to {}: {}", where.node_name, result.error);
-    error = std::move(result.error);
-    co_return nullptr;
-  }
+  if (!result.backend) co_return result;
   result.backend->state_generation = conn_generation_;
   backends_.emplace(node.name, result.backend);
-  co_return result.backend;
+  co_return result;
 }
 
 awaitable<void> RedisSession::BringUpToDate(const std::shared_ptr<RedisBackend>& backend) {

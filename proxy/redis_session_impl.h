@@ -130,8 +130,8 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   // The reply to `entry` is `error`, composed here: its server request is given up.
   void AnswerLocally(Pending& entry, std::string_view error);
   static void Abandon(SharedReply& reply);
-  awaitable<std::shared_ptr<RedisBackend>> BackendFor(const routing::NodeState& node,
-                                                      std::string& error);
+  // The session's own connection to `node`, opened when it has none that works.
+  awaitable<RedisBackendResult> BackendFor(const routing::NodeState& node);
   // Replays the session's connection state on a backend that missed a change (SELECT, HELLO...).
   awaitable<void> BringUpToDate(const std::shared_ptr<RedisBackend>& backend);
   void CountQuery(std::string_view node_name);  // looks the node's role up
@@ -140,7 +140,9 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   bool CanShare(const routing::RedisCommandClass& command, bool complete) const;
   // The shared connection to the node a read goes to; null when it is not open (yet).
   std::shared_ptr<RedisSharedLink> SharedLinkFor(const routing::RouteIntent& intent);
-  awaitable<std::optional<routing::NodeState>> WaitPrimary();
+  // The primary in use; with none (a failover), waits for one until give_up.
+  awaitable<std::optional<routing::NodeState>> WaitPrimary(
+      std::chrono::steady_clock::time_point give_up);
   awaitable<void> Append(const std::shared_ptr<RedisBackend>& target, std::string_view bytes);
   awaitable<void> AppendOwned(const std::shared_ptr<RedisBackend>& target, std::string bytes);
   awaitable<void> Flush();
