@@ -44,10 +44,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ "$quick" = 1 ]; then
-  rounds=${rounds:-2}; pg_seconds=2; redis_n1=20000; redis_n16=100000
+  rounds=${rounds:-2}; pg_seconds=2; warmup_seconds=1; redis_n1=20000; redis_n16=100000
   nb_duration=1.5; nb_warmup=0.5; scale=${NERAVA_BENCH_SCALE:-1}
 else
-  rounds=${rounds:-3}; pg_seconds=10; redis_n1=100000; redis_n16=500000
+  rounds=${rounds:-3}; pg_seconds=10; warmup_seconds=2; redis_n1=100000; redis_n16=500000
   nb_duration=5; nb_warmup=1; scale=${NERAVA_BENCH_SCALE:-10}
 fi
 
@@ -416,6 +416,18 @@ pg_tests=(
   "pgbench -S prepared -c 16|-S -M prepared -c 16 -j 2"
   "pgbench TPC-B -c 8|-c 8 -j 2"
 )
+# Warm-up, not recorded: every pooler opens the server connections each test needs (16 for the
+# -c 16 tests, 8 on the primary for TPC-B) before round 1, so no target's first round measures
+# connection set-up. nerava-proxy sends -S reads to the replica, so only TPC-B warms its primary
+# connections; PgBouncer's pool serves every test on the primary.
+for entry in "${pg_tests[@]}"; do
+  args=${entry#*|}
+  for target in "${pg_targets[@]}"; do
+    log "warm-up: ${entry%%|*} → $target"
+    # shellcheck disable=SC2086
+    pgbench -n -T "$warmup_seconds" $args "$(pg_url "${pg_port[$target]}")" >/dev/null 2>&1 || true
+  done
+done
 for round in $(seq 1 "$rounds"); do
   for entry in "${pg_tests[@]}"; do
     test=${entry%%|*}; args=${entry#*|}
