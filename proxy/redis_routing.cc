@@ -63,8 +63,12 @@ awaitable<std::shared_ptr<RedisBackend>> RedisSession::Target(const routing::Rou
       avoid_until_ = std::chrono::steady_clock::now() + kReplicaRetry;
     }
   }
-  // The write gate holds what may write (a switchover, `pause`); reads keep flowing.
-  if (!backend) backend = co_await PrimaryBackend(!intent.replica_ok && !intent.session_state, error);
+  // The write gate holds what may write (a switchover, `pause`); reads keep flowing. A read
+  // whose replica just failed is not held waiting for an unreachable primary.
+  if (!backend) {
+    backend = co_await PrimaryBackend(!intent.replica_ok && !intent.session_state,
+                                      /*wait_if_unreachable=*/!replica, error);
+  }
   if (!backend) co_return nullptr;
   co_await BringUpToDate(backend);
   CountQuery(backend->node_name);
@@ -104,22 +108,22 @@ const routing::NodeState* RedisSession::ChooseReplica(const routing::RouteIntent
 }
 
 awaitable<std::shared_ptr<RedisBackend>> RedisSession::PrimaryBackend(bool write,
+                                                                       bool wait_if_unreachable,
                                                                        std::string& error) {
   if (write) record_.SetRoute(routing::RouteReasonName(routing::RouteReason::kWrite));
   WriteGate* gate = write ? context_->write_gate : nullptr;
-  const bool held = gate && !write_ticket_ && gate->Holds(true);
-  if (held) {
-    co_await Flush();  // what came before this write does not wait with it
-    const bool open =
-        co_await gate->WaitOpen(true, std::chrono::steady_clock::now() + context_->failover_wait);
-    if (!open) {
-      error = "TRYAGAIN writes are held (switchover or pause) for longer than failover.wait";
-      co_return nullptr;
-    }
-  }
   const auto give_up = std::chrono::steady_clock::now() + context_->failover_wait;
   asio::steady_timer pause(executor_);
+  auto backoff = std::chrono::milliseconds(50);
+  bool logged = false;
   for (;;) {
+    if (gate && !write_ticket_ && gate->Holds(true)) {
+      co_await Flush();  // what came before this write does not wait with it
+      if (!co_await gate->WaitOpen(true, give_up)) {
+        error = "TRYAGAIN writes are held (switchover or pause) for longer than failover.wait";
+        co_return nullptr;
+      }
+    }
     std::optional<routing::NodeState> primary = co_await WaitPrimary(give_up);
     if (!primary) {
       error = "TRYAGAIN no primary Redis node is reachable";
@@ -127,26 +131,26 @@ awaitable<std::shared_ptr<RedisBackend>> RedisSession::PrimaryBackend(bool write
     }
     RedisBackendResult result = co_await BackendFor(*primary);
     if (result.backend) {
-      if (gate && !TakeWriteTicket(*gate)) {
-        error = "TRYAGAIN a switchover started: retry the write";
-        co_return nullptr;
-      }
-      co_return std::move(result.backend);
-    }
-    if (error.empty()) {  // once per request, not per attempt
-      spdlog::warn("redis: cannot open server connection to {}: {}{}", primary->name,
-                   result.error, result.unreachable ? "; waiting for the topology to settle" : "");
+      if (!gate || TakeWriteTicket(*gate)) co_return std::move(result.backend);
+      continue;  // the gate closed in between (a switchover): wait for it
     }
     error = std::move(result.error);
     // The primary refuses connections or does not answer before the monitor has noticed (a
     // crash, a failover under way): wait for the topology to settle, as PostgreSQL sessions
     // do, within failover.wait. A server that answers with an error is not waited for.
-    if (!result.unreachable || shutdown_requested_ ||
-        std::chrono::steady_clock::now() >= give_up) {
-      co_return nullptr;
+    const bool wait = wait_if_unreachable && result.unreachable && !shutdown_requested_ &&
+                      std::chrono::steady_clock::now() < give_up;
+    if (!logged || !wait) {
+      spdlog::warn("redis: cannot open server connection to {}: {}{}", primary->name, error,
+                   wait ? "; waiting for the topology to settle" : "");
+      logged = true;
     }
-    pause.expires_after(std::chrono::milliseconds(50));
+    if (!wait) co_return nullptr;
+    // Backing off: until the monitor marks it down, each try is a connect to a dead host.
+    pause.expires_after(backoff);
     co_await pause.async_wait(kNoThrow);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(400));
+    if (shutdown_requested_) co_return nullptr;
   }
 }
 

@@ -115,8 +115,10 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   // The same on a snapshot the caller holds: a node of `topology`, or null for the primary.
   const routing::NodeState* ChooseReplica(const routing::RouteIntent& intent,
                                           const routing::ProtocolTopology& topology);
-  // The primary's connection; a write first passes the write gate and takes a ticket.
-  awaitable<std::shared_ptr<RedisBackend>> PrimaryBackend(bool write, std::string& error);
+  // The primary's connection; a write first passes the write gate and takes a ticket. With
+  // wait_if_unreachable, a primary that refuses connections is waited for (failover.wait).
+  awaitable<std::shared_ptr<RedisBackend>> PrimaryBackend(bool write, bool wait_if_unreachable,
+                                                          std::string& error);
   void AbortWrites();
   // Takes the write-gate ticket once per run of unanswered writes; false: a switchover started.
   bool TakeWriteTicket(WriteGate& gate);

@@ -18,9 +18,9 @@ namespace {
 // Sentinel answers in a few milliseconds; a short timeout keeps a dead one from delaying the
 // next in the list (and destruction) by more than that.
 std::chrono::milliseconds SentinelTimeout(const config::Monitor& monitor) {
-  return std::min(monitor.timeout, std::clamp(monitor.interval * 8 / 10,
-                                              std::chrono::milliseconds(100),
-                                              std::chrono::milliseconds(2000)));
+  const auto cap = std::clamp(monitor.interval * 8 / 10, std::chrono::milliseconds(100),
+                              std::chrono::milliseconds(2000));
+  return monitor.timeout.count() > 0 ? std::min(monitor.timeout, cap) : cap;
 }
 
 RedisReplyPtr Command(redisContext& context, std::initializer_list<std::string_view> args) {
