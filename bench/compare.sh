@@ -17,9 +17,10 @@
 # Prints one markdown table of medians, writes it with JSON, plots and a machine description to
 # bench/results/<date>-<host>.md. Missing peers are skipped with a reason. Never fails on timing.
 #
-# Usage: bench/compare.sh [--quick] [--rounds N] [--no-build] [--build-dir DIR]
+# Usage: bench/compare.sh [--quick] [--rounds N] [--only REGEX] [--no-build] [--build-dir DIR]
 #   --quick      short run (2 rounds of 2 s tests): a smoke test of the whole comparison
 #   --rounds N   rounds per test (default 3; --quick: 2)
+#   --only REGEX only the tests whose name matches (grep -E), e.g. 'TPC-B' or '-c 16|GET'
 #   --no-build   use the binaries already in the build dir
 #   NERAVA_BENCH_SCALE  pgbench scale (default 10; --quick: 1)
 set -euo pipefail
@@ -30,15 +31,17 @@ repo=$(pwd)
 
 quick=0
 rounds=""
+only=""
 build=1
 build_dir="$repo/build-bench"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --rounds) rounds="$2"; shift ;;
+    --only) only="$2"; shift ;;
     --no-build) build=0 ;;
     --build-dir) build_dir="$2"; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "compare: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -52,6 +55,7 @@ else
 fi
 
 log() { echo "compare: $*" >&2; }
+selected() { [ -z "$only" ] || grep -Eq -e "$only" <<<"$1"; }  # test name
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------------------------
@@ -422,6 +426,7 @@ pg_tests=(
 # connections; PgBouncer's pool serves every test on the primary.
 for entry in "${pg_tests[@]}"; do
   args=${entry#*|}
+  selected "${entry%%|*}" || continue
   for target in "${pg_targets[@]}"; do
     log "warm-up: ${entry%%|*} → $target"
     # shellcheck disable=SC2086
@@ -431,6 +436,7 @@ done
 for round in $(seq 1 "$rounds"); do
   for entry in "${pg_tests[@]}"; do
     test=${entry%%|*}; args=${entry#*|}
+    selected "$test" || continue
     for target in "${pg_targets[@]}"; do
       log "round $round/$rounds: $test → $target"
       # shellcheck disable=SC2086
@@ -438,6 +444,8 @@ for round in $(seq 1 "$rounds"); do
     done
   done
   for pipeline in 1 16; do
+    selected "redis-benchmark GET -c 50 -P $pipeline" ||
+      selected "redis-benchmark SET -c 50 -P $pipeline" || continue
     n=$redis_n1; [ "$pipeline" = 16 ] && n=$redis_n16
     for target in "${redis_targets[@]}"; do
       log "round $round/$rounds: redis-benchmark -P $pipeline → $target"
@@ -466,6 +474,7 @@ nb_runs=(
 mkdir -p "$run_dir/nb"
 for entry in "${nb_runs[@]}"; do
   IFS='|' read -r name proto args <<<"$entry"
+  selected "nerava-bench $name" || continue
   log "nerava-bench $name"
   mapfile -t targets < <(nb_targets "$proto")
   # shellcheck disable=SC2086
@@ -507,6 +516,7 @@ skipped_text=$(for s in "${skipped[@]}"; do echo "- skipped $s"; done)
 quick_flag=""
 [ "$quick" = 1 ] && quick_flag=" --quick"  # (an `&&` in $(...) would end a full run under set -e)
 command_line="bench/compare.sh$quick_flag --rounds $rounds"
+[ -n "$only" ] && command_line+=" --only '$only'"
 
 /usr/bin/python3 - "$results" "$base" "$command_line" "$machine" "$skipped_text" "$run_dir/nb" <<'PY'
 import collections, glob, json, os, statistics, sys
