@@ -25,7 +25,6 @@ std::vector<NodeState> InitialNodes(const std::vector<config::Node>& nodes) {
   return states;
 }
 
-
 }  // namespace
 
 int ChoosePrimary(const routing::ProtocolTopology& topology, Protocol protocol,

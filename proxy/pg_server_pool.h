@@ -4,9 +4,9 @@
 // postgres.server_idle_timeout is set). A client that connects per request then skips the
 // server's fork and authentication and gets a backend whose caches are already warm. DISCARD
 // ALL runs before a connection is kept, so nothing of the old session survives: SET, SET ROLE,
-// temp tables, prepared statements, LISTEN, advisory locks, sequences' currval. Off by default: a parked connection keeps its database in
-// use (DROP DATABASE right after the client left fails) and the next client sees the same
-// pg_backend_pid().
+// temp tables, prepared statements, LISTEN, advisory locks, sequences' currval. Off by default:
+// a parked connection keeps its database in use (DROP DATABASE right after the client left
+// fails) and the next client sees the same pg_backend_pid().
 //
 //   session ends ─▶ ParkServer: DISCARD ALL ─▶ ReadyForQuery 'I' ─▶ idle[key] (newest last)
 //   new session ─▶ OpenPgServer: newest idle[key] with nothing unread ─▶ reused
