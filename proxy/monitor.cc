@@ -69,7 +69,8 @@ Monitor::Monitor(const config::Config& config, TopologyHolder& holder)
       PgProbeCredentials credentials{pg.monitor_user, pg.monitor_password, pg.monitor_database,
                                      pg.backend_tls.mode, pg.backend_tls.root_cert};
       slots_.push_back(std::make_unique<Slot>(
-          Slot{Protocol::kPostgres, i, MakePgProbe(pg.nodes[i], std::move(credentials))}));
+          Slot{Protocol::kPostgres, i, MakePgProbe(pg.nodes[i], std::move(credentials),
+                                                    failure_threshold_ + 1)}));
     }
   }
   if (config.redis) {

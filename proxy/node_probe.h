@@ -44,9 +44,10 @@ struct PgProbeCredentials {
   std::string root_cert;
 };
 
-std::unique_ptr<NodeProbe> MakePgProbe(const config::Node& node, PgProbeCredentials credentials);
 // patience: how many checks in a row a check that timed out is still waited for before its
 // connection is given up (see redis_probe.cc).
+std::unique_ptr<NodeProbe> MakePgProbe(const config::Node& node, PgProbeCredentials credentials,
+                                       int patience);
 std::unique_ptr<NodeProbe> MakeRedisProbe(const config::Node& node, std::string username,
                                           std::string password, int patience);
 

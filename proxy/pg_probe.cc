@@ -1,10 +1,14 @@
 // PostgreSQL node check with libpq: connect (non-blocking, bounded) once, then one query per
-// check that returns role, positions and timeline in a single round trip.
+// check that returns role, positions and timeline in a single round trip. A check that times out
+// leaves its query pending and the next checks wait for that answer, as the Redis probe does: a
+// server too loaded to answer within the timeout is even slower to fork and authenticate a new
+// connection, so reconnecting made a busy node look dead.
 #include <libpq-fe.h>
 #include <poll.h>
 
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,11 +42,12 @@ uint64_t ParseU64(const char* text) { return text ? std::strtoull(text, nullptr,
 
 class PgProbe final : public NodeProbe {
  public:
-  PgProbe(const config::Node& node, PgProbeCredentials credentials)
-      : node_(node), credentials_(std::move(credentials)) {}
+  PgProbe(const config::Node& node, PgProbeCredentials credentials, int patience)
+      : node_(node), credentials_(std::move(credentials)), patience_(patience) {}
 
   ProbeResult Check(std::chrono::milliseconds timeout) override {
     const auto deadline = Clock::now() + timeout;
+    if (conn_ && asked_at_) return Await(deadline, /*late=*/true);
     ProbeResult result;
     if (!conn_ || PQstatus(conn_.get()) != CONNECTION_OK) {
       conn_.reset();
@@ -51,38 +56,84 @@ class PgProbe final : public NodeProbe {
         return result;
       }
     }
-    PGresult* raw = nullptr;
-    if (auto error = Query(deadline, &raw); !error.empty()) {
-      conn_.reset();  // a timed-out or broken connection is not reused
-      result.error = std::move(error);
-      return result;
-    }
-    PgResultPtr res(raw);
-    if (PQresultStatus(res.get()) != PGRES_TUPLES_OK || PQntuples(res.get()) != 1) {
-      result.error = PQresultErrorMessage(res.get());
+    if (!PQsendQuery(conn_.get(), kCheckQuery)) {
+      result.error = PQerrorMessage(conn_.get());
       conn_.reset();
       return result;
     }
-    const bool in_recovery = PQgetvalue(res.get(), 0, 0)[0] == 't';
-    result.ok = true;
-    result.role = in_recovery ? routing::Role::kReplica : routing::Role::kPrimary;
-    if (in_recovery) {
-      result.received_position = ParseU64(PQgetvalue(res.get(), 0, 2));
-      result.position = ParseU64(PQgetvalue(res.get(), 0, 3));
-      // The receive position can be behind replay right after start-up (it starts at the
-      // segment boundary); the replica holds at least what it replayed.
-      if (result.received_position < result.position) result.received_position = result.position;
-      result.link_up = std::string_view(PQgetvalue(res.get(), 0, 5)) == "streaming";
-    } else {
-      result.position = ParseU64(PQgetvalue(res.get(), 0, 1));
-      result.received_position = result.position;
-      result.commit_position = ParseU64(PQgetvalue(res.get(), 0, 6));
-    }
-    result.timeline = static_cast<uint32_t>(ParseU64(PQgetvalue(res.get(), 0, 4)));
-    return result;
+    asked_at_ = Clock::now();
+    unanswered_checks_ = 0;
+    return Await(deadline, /*late=*/false);
   }
 
  private:
+  enum class Wait { kDone, kTimedOut, kFailed };
+
+  // Waits for the pending query's answer until the deadline.
+  ProbeResult Await(Clock::time_point deadline, bool late) {
+    ProbeResult result;
+    std::string error;
+    const Wait wait = Collect(deadline, error);
+    if (wait != Wait::kDone) {
+      if (wait == Wait::kTimedOut) {
+        const auto waited =
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - *asked_at_);
+        result.error = "no answer for " + std::to_string(waited.count()) + " ms";
+        // Given up after patience_ checks: by then the node is marked down, and the connection
+        // may be dead without a reset.
+        if (++unanswered_checks_ < patience_) return result;  // still waiting for it
+      } else {
+        result.error = std::move(error);
+      }
+      Forget();
+      return result;
+    }
+    PgResultPtr res = std::move(answer_);
+    const Clock::time_point asked_at = *asked_at_;
+    asked_at_.reset();
+    if (!res) {
+      result.error = "no result";
+      Forget();
+      return result;
+    }
+    if (PQresultStatus(res.get()) != PGRES_TUPLES_OK || PQntuples(res.get()) != 1) {
+      result.error = PQresultErrorMessage(res.get());
+      Forget();
+      return result;
+    }
+    result.late = late;
+    result.asked_at = asked_at;
+    Read(res.get(), result);
+    return result;
+  }
+
+  // The check query's one row.
+  static void Read(const PGresult* res, ProbeResult& result) {
+    const bool in_recovery = PQgetvalue(res, 0, 0)[0] == 't';
+    result.ok = true;
+    result.role = in_recovery ? routing::Role::kReplica : routing::Role::kPrimary;
+    if (in_recovery) {
+      result.received_position = ParseU64(PQgetvalue(res, 0, 2));
+      result.position = ParseU64(PQgetvalue(res, 0, 3));
+      // The receive position can be behind replay right after start-up (it starts at the
+      // segment boundary); the replica holds at least what it replayed.
+      if (result.received_position < result.position) result.received_position = result.position;
+      result.link_up = std::string_view(PQgetvalue(res, 0, 5)) == "streaming";
+    } else {
+      result.position = ParseU64(PQgetvalue(res, 0, 1));
+      result.received_position = result.position;
+      result.commit_position = ParseU64(PQgetvalue(res, 0, 6));
+    }
+    result.timeline = static_cast<uint32_t>(ParseU64(PQgetvalue(res, 0, 4)));
+  }
+
+  // A timed-out or broken connection is not reused.
+  void Forget() {
+    conn_.reset();
+    answer_.reset();
+    asked_at_.reset();
+  }
+
   std::string Connect(Clock::time_point deadline) {
     const std::string port = std::to_string(node_.port);
     const std::string sslmode = SslModeName(credentials_.sslmode);
@@ -119,43 +170,47 @@ class PgProbe final : public NodeProbe {
     return {};
   }
 
-  std::string Query(Clock::time_point deadline, PGresult** out) {
+  // Sends what is unsent and reads results until the query is complete; the last result is
+  // kept in answer_ across checks that time out on the way.
+  Wait Collect(Clock::time_point deadline, std::string& error) {
     PGconn* conn = conn_.get();
-    if (!PQsendQuery(conn, kCheckQuery)) return PQerrorMessage(conn);
-    while (PQflush(conn) == 1) {
-      if (!WaitSocket(PQsocket(conn), POLLOUT, deadline)) return "check timed out";
+    for (;;) {
+      const int flushed = PQflush(conn);
+      if (flushed == 0) break;
+      if (flushed < 0) {
+        error = PQerrorMessage(conn);
+        return Wait::kFailed;
+      }
+      if (!WaitSocket(PQsocket(conn), POLLOUT, deadline)) return Wait::kTimedOut;
     }
-    PGresult* last = nullptr;
     for (;;) {
       while (PQisBusy(conn)) {
-        if (!WaitSocket(PQsocket(conn), POLLIN, deadline)) {
-          PQclear(last);
-          return "check timed out";
-        }
+        if (!WaitSocket(PQsocket(conn), POLLIN, deadline)) return Wait::kTimedOut;
         if (!PQconsumeInput(conn)) {
-          PQclear(last);
-          return PQerrorMessage(conn);
+          error = PQerrorMessage(conn);
+          return Wait::kFailed;
         }
       }
       PGresult* next = PQgetResult(conn);
-      if (!next) break;
-      PQclear(last);
-      last = next;
+      if (!next) return Wait::kDone;
+      answer_.reset(next);
     }
-    if (!last) return "no result";
-    *out = last;
-    return {};
   }
 
   config::Node node_;
   PgProbeCredentials credentials_;
   PgConnPtr conn_;
+  const int patience_;
+  std::optional<Clock::time_point> asked_at_;  // the check query is pending on conn_ since then
+  PgResultPtr answer_;                         // its result so far
+  int unanswered_checks_ = 0;                  // checks that timed out waiting for it
 };
 
 }  // namespace
 
-std::unique_ptr<NodeProbe> MakePgProbe(const config::Node& node, PgProbeCredentials credentials) {
-  return std::make_unique<PgProbe>(node, std::move(credentials));
+std::unique_ptr<NodeProbe> MakePgProbe(const config::Node& node, PgProbeCredentials credentials,
+                                       int patience) {
+  return std::make_unique<PgProbe>(node, std::move(credentials), patience);
 }
 
 }  // namespace nerava::proxy

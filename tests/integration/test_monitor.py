@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import stat
 import statistics
 import subprocess
@@ -621,6 +622,43 @@ def test_a_busy_redis_primary_that_answers_late_stays_up(topology):
         assert not seen_down, f"{primary.name} reported down at {seen_down} s"
         assert "redis node redis-primary is down" not in proxy.log_path.read_text()
         assert writes >= busy_for_s * 1000 / busy_ms / 2, writes
+
+
+def test_a_pg_node_that_answers_its_check_late_keeps_its_monitor_connection(topology):
+    """A PostgreSQL check that times out leaves its query pending, and the next checks wait for
+    that answer instead of reconnecting: a server too loaded to answer a check in time is slower
+    still to fork and authenticate a new connection, and reconnecting made a busy node look dead.
+    The primary stalls for 1.3 s against a 500 ms check timeout (three failures mark it down): it
+    answers late, is never marked down, and keeps the same monitor connection (backend pid)."""
+    pg = topology.pg
+    monitor = {"interval": "250ms", "timeout": "500ms", "failure_threshold": 3}
+    query = ("SELECT pid FROM pg_stat_activity "
+             "WHERE application_name = 'nerava-proxy monitor' ORDER BY pid")
+    with start_proxy(topology, monitor=monitor) as proxy, \
+            psycopg.connect(pg.dsn(pg.primary, connect_timeout=10), autocommit=True) as admin:
+        wait_until("the proxy to see the primary up",
+                   lambda: node_up(proxy, "postgres", pg.primary.name) is True, timeout=15)
+        # (Every proxy of this module watches the primary: all keep their connections.)
+        before = [row[0] for row in admin.execute(query).fetchall()]
+        assert before
+        seen_down = []
+        for pid in pg.primary.pids():
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            stall_ends = time.monotonic() + 1.3
+            while time.monotonic() < stall_ends:
+                if node_up(proxy, "postgres", pg.primary.name) is False:
+                    seen_down.append(time.monotonic())
+                time.sleep(0.05)
+        finally:
+            for pid in pg.primary.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        time.sleep(1.0)  # a few checks after the stall
+        assert node_up(proxy, "postgres", pg.primary.name) is True
+        assert not seen_down, "the primary was reported down during a 1.3 s stall"
+        after = [row[0] for row in admin.execute(query).fetchall()]
+        assert after == before, f"the monitor reconnected: {before} -> {after}"
 
 
 def test_readyz_turns_503_when_the_primary_stops(proxy, topology):
