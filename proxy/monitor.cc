@@ -59,6 +59,8 @@ Monitor::Monitor(const config::Config& config, TopologyHolder& holder)
     : interval_(config.monitor.interval),
       timeout_(config.monitor.timeout),
       failure_threshold_(config.monitor.failure_threshold),
+      hold_down_limit_(failure_threshold_ *
+                       std::max(config.monitor.interval, config.monitor.timeout)),
       primary_region_(config.primary_region),
       holder_(holder) {
   if (config.postgres) {
@@ -139,13 +141,16 @@ void Monitor::RunNode(std::stop_token stop, Slot& slot) {
       started = result.asked_at;
       observed = result.role == Role::kReplica ? std::chrono::steady_clock::now() : started;
     }
-    if (std::optional<std::string> down = Record(slot, result, started, observed)) {
+    if (std::vector<std::string> down = Record(slot, result, started, observed);
+        !down.empty()) {
       NodeDown notify;
       {
         std::lock_guard lock(mutex_);
         notify = on_node_down_;
       }
-      if (notify) notify(slot.protocol, *down);
+      for (const std::string& node : down) {
+        if (notify) notify(slot.protocol, node);
+      }
     }
     next += interval_;
     const auto now = std::chrono::steady_clock::now();
@@ -155,7 +160,7 @@ void Monitor::RunNode(std::stop_token stop, Slot& slot) {
   }
 }
 
-std::optional<std::string> Monitor::Record(const Slot& slot, const ProbeResult& result,
+std::vector<std::string> Monitor::Record(const Slot& slot, const ProbeResult& result,
                                            std::chrono::steady_clock::time_point started,
                                            std::chrono::steady_clock::time_point observed) {
   std::lock_guard lock(mutex_);
@@ -210,8 +215,47 @@ std::optional<std::string> Monitor::Record(const Slot& slot, const ProbeResult& 
     }
   }
   holder_.Publish(BuildSnapshotLocked());
-  if (was_up && !node.up) return node.name;
-  return std::nullopt;
+  std::vector<std::string> down;
+  ReportDownLocked(slot.protocol, topology, lag, was_up && !node.up, node.name, down);
+  return down;
+}
+
+void Monitor::ReportDownLocked(Protocol protocol, const routing::ProtocolTopology& topology,
+                               LagState& lag, bool marked_down, const std::string& node,
+                               std::vector<std::string>& down) {
+  // Healthy: up, and its last check passed. A node whose checks fail too is no proof that the
+  // one marked down failed alone.
+  const bool any_healthy =
+      std::any_of(topology.nodes.begin(), topology.nodes.end(),
+                  [](const NodeState& n) { return n.up && n.consecutive_failures == 0; });
+  const auto now = std::chrono::steady_clock::now();
+  if (marked_down && any_healthy) down.push_back(node);
+  if (marked_down && !any_healthy) {
+    if (lag.held_down.empty()) {
+      lag.held_since = now;
+      spdlog::warn("monitor: {} node {} is down and no other is healthy; sessions keep their "
+                   "connections for up to {} ms in case this host, not every server, stalled",
+                   routing::ProtocolName(protocol), node, hold_down_limit_.count());
+    }
+    lag.held_down.push_back(node);
+  }
+  if (lag.held_down.empty()) return;
+  // A node that came back kept working connections: nothing to drop. Nodes come back a few
+  // checks apart, so one healthy node does not end the others' hold.
+  std::erase_if(lag.held_down, [&](const std::string& name) {
+    return std::any_of(topology.nodes.begin(), topology.nodes.end(),
+                       [&](const NodeState& n) { return n.name == name && n.up; });
+  });
+  if (lag.held_down.empty()) {
+    spdlog::info("monitor: the {} nodes are up again; sessions kept their connections",
+                 routing::ProtocolName(protocol));
+    return;
+  }
+  if (now - lag.held_since < hold_down_limit_) return;
+  spdlog::warn("monitor: {} node(s) still down after {} ms: sessions drop their connections to "
+               "them", lag.held_down.size(), hold_down_limit_.count());
+  down.insert(down.end(), lag.held_down.begin(), lag.held_down.end());
+  lag.held_down.clear();
 }
 
 void Monitor::ReportPrimaryLocked(Protocol protocol, routing::ProtocolTopology& topology,

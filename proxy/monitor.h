@@ -14,7 +14,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <stop_token>
 #include <thread>
 #include <vector>
@@ -46,6 +45,11 @@ class Monitor {
   void OnPrimaryChange(PrimaryChange callback);
   // Called from a node thread, after the snapshot that shows it is published, when a node that
   // was up is marked down: sessions drop their connections to it rather than wait on them.
+  // Not while no other node of the protocol is healthy (up, last check passed): nodes that all
+  // fail their checks together more likely show a starved or paused observer (this proxy's host)
+  // than servers that all died, and dropping connections then turns a hiccup into errors. The
+  // call is held for `failure_threshold` × max(interval, timeout), and not made for a node that
+  // is up again by then.
   using NodeDown = std::function<void(routing::Protocol, const std::string& node)>;
   void OnNodeDown(NodeDown callback);
 
@@ -75,14 +79,21 @@ class Monitor {
     std::string primary_name;  // the primary last published, for change reports
     bool split_brain = false;  // two nodes say they are primary
     std::vector<std::string> unusable;  // Sentinel-flagged replicas (Redis)
+    // Nodes marked down while no other node was healthy, not yet reported (OnNodeDown).
+    std::vector<std::string> held_down;
+    std::chrono::steady_clock::time_point held_since{};
   };
 
   void RunNode(std::stop_token stop, Slot& slot);
-  // Returns the node's name when this check marked it down (the caller tells the sessions,
-  // outside the lock, after the new snapshot is published).
-  std::optional<std::string> Record(const Slot& slot, const ProbeResult& result,
+  // Returns the nodes the sessions are to drop (the caller tells them, outside the lock, after
+  // the new snapshot is published): this one when the check marked it down, and held ones.
+  std::vector<std::string> Record(const Slot& slot, const ProbeResult& result,
                                     std::chrono::steady_clock::time_point started,
                                     std::chrono::steady_clock::time_point observed);
+  // Adds to `down` the nodes whose report is due (see OnNodeDown).
+  void ReportDownLocked(routing::Protocol protocol, const routing::ProtocolTopology& topology,
+                        LagState& lag, bool marked_down, const std::string& node,
+                        std::vector<std::string>& down);
   routing::TopologySnapshot BuildSnapshotLocked();
   static const std::string& Preferred(const LagState& lag);
   // Split-brain flag, PRIMARY_REGION mismatch and primary changes: logged and reported.
@@ -92,6 +103,7 @@ class Monitor {
   const std::chrono::milliseconds interval_;
   const std::chrono::milliseconds timeout_;
   const int failure_threshold_;
+  const std::chrono::milliseconds hold_down_limit_;  // see OnNodeDown
   const std::string primary_region_;
   TopologyHolder& holder_;
 

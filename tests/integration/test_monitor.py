@@ -661,6 +661,56 @@ def test_a_pg_node_that_answers_its_check_late_keeps_its_monitor_connection(topo
         assert after == before, f"the monitor reconnected: {before} -> {after}"
 
 
+def test_sessions_keep_their_connections_when_every_pg_node_stalls_at_once(topology):
+    """When every PostgreSQL node fails its checks together, the likelier culprit is the
+    observer (the proxy's host starved or paused) or a stall of the whole host, not servers that
+    all died: the nodes are marked down (nothing is routed to them), but sessions keep their
+    server connections for a while, and when the nodes answer again a read and a transaction
+    that were in flight through the stall complete. (Dropping connections at the down mark
+    failed both, although no server had lost anything.)"""
+    pg = topology.pg
+    nodes = [pg.primary, pg.replicas[0]]
+    monitor = {"interval": "250ms", "timeout": "500ms", "failure_threshold": 3}
+    with psycopg.connect(pg.dsn(pg.primary, user=APP_USER, dbname=APP_DB, connect_timeout=10),
+                         autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS stall_writes (id int)")
+    with start_proxy(topology, monitor=monitor) as proxy, \
+            psycopg.connect(proxy.dsn(), autocommit=True) as reader, \
+            psycopg.connect(proxy.dsn()) as writer:
+        reader.execute("SELECT 1").fetchone()
+        writer.execute("INSERT INTO stall_writes VALUES (1)")  # an open transaction
+        outcome: dict[str, object] = {}
+
+        def read_through_the_stall():
+            try:
+                outcome["read"] = reader.execute("SELECT count(*) FROM pg_class").fetchone()[0]
+            except psycopg.Error as e:
+                outcome["read"] = e
+
+        for node in nodes:
+            for pid in node.pids():
+                os.kill(pid, signal.SIGSTOP)
+        thread = threading.Thread(target=read_through_the_stall)
+        try:
+            thread.start()
+            wait_until("the proxy to mark every PostgreSQL node down",
+                       lambda: all(node_up(proxy, "postgres", n.name) is False for n in nodes),
+                       timeout=15, interval=0.05)
+        finally:
+            for node in nodes:
+                for pid in node.pids():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+        thread.join(timeout=20)
+        assert not thread.is_alive()
+        assert isinstance(outcome["read"], int), outcome["read"]
+        writer.execute("INSERT INTO stall_writes VALUES (2)")
+        writer.commit()
+        log = proxy.log_path.read_text()
+        assert "sessions keep their connections for up to" in log, log[-3000:]
+        assert "sessions kept their connections" in log, log[-3000:]
+
+
 def test_readyz_turns_503_when_the_primary_stops(proxy, topology):
     pg = topology.pg
     assert http_get(proxy, "/readyz")[0] == 200
