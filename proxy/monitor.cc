@@ -67,6 +67,8 @@ Monitor::Monitor(const config::Config& config, TopologyHolder& holder)
     const config::Postgres& pg = *config.postgres;
     state_.postgres.nodes = InitialNodes(pg.nodes);
     pg_lag_.observed.resize(pg.nodes.size());
+    pg_lag_.passed_check_started.resize(pg.nodes.size());
+    pg_lag_.held_since.resize(pg.nodes.size());
     for (size_t i = 0; i < pg.nodes.size(); ++i) {
       PgProbeCredentials credentials{pg.monitor_user, pg.monitor_password, pg.monitor_database,
                                      pg.backend_tls.mode, pg.backend_tls.root_cert};
@@ -79,6 +81,8 @@ Monitor::Monitor(const config::Config& config, TopologyHolder& holder)
     const config::Redis& redis = *config.redis;
     state_.redis.nodes = InitialNodes(redis.nodes);
     redis_lag_.observed.resize(redis.nodes.size());
+    redis_lag_.passed_check_started.resize(redis.nodes.size());
+    redis_lag_.held_since.resize(redis.nodes.size());
     for (size_t i = 0; i < redis.nodes.size(); ++i) {
       slots_.push_back(std::make_unique<Slot>(
           Slot{Protocol::kRedis, i,
@@ -141,16 +145,17 @@ void Monitor::RunNode(std::stop_token stop, Slot& slot) {
       started = result.asked_at;
       observed = result.role == Role::kReplica ? std::chrono::steady_clock::now() : started;
     }
-    if (std::vector<std::string> down = Record(slot, result, started, observed);
-        !down.empty()) {
+    if (Record(slot, result, started, observed)) {
       NodeDown notify;
+      std::string name;
       {
         std::lock_guard lock(mutex_);
         notify = on_node_down_;
+        const auto& topology = slot.protocol == Protocol::kPostgres ? state_.postgres
+                                                                      : state_.redis;
+        name = topology.nodes[slot.index].name;
       }
-      for (const std::string& node : down) {
-        if (notify) notify(slot.protocol, node);
-      }
+      if (notify) notify(slot.protocol, name);
     }
     next += interval_;
     const auto now = std::chrono::steady_clock::now();
@@ -160,7 +165,7 @@ void Monitor::RunNode(std::stop_token stop, Slot& slot) {
   }
 }
 
-std::vector<std::string> Monitor::Record(const Slot& slot, const ProbeResult& result,
+bool Monitor::Record(const Slot& slot, const ProbeResult& result,
                                            std::chrono::steady_clock::time_point started,
                                            std::chrono::steady_clock::time_point observed) {
   std::lock_guard lock(mutex_);
@@ -179,6 +184,7 @@ std::vector<std::string> Monitor::Record(const Slot& slot, const ProbeResult& re
     node.received_position = result.received_position;
     node.timeline = result.timeline;
     lag.observed[slot.index] = observed;
+    lag.passed_check_started[slot.index] = started;
   } else {
     ++node.consecutive_failures;
     node.last_error = result.error;
@@ -215,47 +221,47 @@ std::vector<std::string> Monitor::Record(const Slot& slot, const ProbeResult& re
     }
   }
   holder_.Publish(BuildSnapshotLocked());
-  std::vector<std::string> down;
-  ReportDownLocked(slot.protocol, topology, lag, was_up && !node.up, node.name, down);
-  return down;
+  return ReportDownLocked(slot.protocol, topology, lag, slot.index, was_up && !node.up);
 }
 
-void Monitor::ReportDownLocked(Protocol protocol, const routing::ProtocolTopology& topology,
-                               LagState& lag, bool marked_down, const std::string& node,
-                               std::vector<std::string>& down) {
-  // Healthy: up, and its last check passed. A node whose checks fail too is no proof that the
-  // one marked down failed alone.
-  const bool any_healthy =
-      std::any_of(topology.nodes.begin(), topology.nodes.end(),
-                  [](const NodeState& n) { return n.up && n.consecutive_failures == 0; });
+bool Monitor::ReportDownLocked(Protocol protocol, const routing::ProtocolTopology& topology,
+                               LagState& lag, size_t index, bool marked_down) {
+  const NodeState& node = topology.nodes[index];
+  const char* protocol_name = routing::ProtocolName(protocol);
+  std::optional<std::chrono::steady_clock::time_point>& held_since = lag.held_since[index];
   const auto now = std::chrono::steady_clock::now();
-  if (marked_down && any_healthy) down.push_back(node);
-  if (marked_down && !any_healthy) {
-    if (lag.held_down.empty()) {
-      lag.held_since = now;
-      spdlog::warn("monitor: {} node {} is down and no other is healthy; sessions keep their "
-                   "connections for up to {} ms in case this host, not every server, stalled",
-                   routing::ProtocolName(protocol), node, hold_down_limit_.count());
+  if (marked_down) {
+    // Healthy: up, and its last check passed. A node whose checks fail too is no proof that
+    // this one failed alone.
+    bool other_healthy = false;
+    for (size_t i = 0; i < topology.nodes.size(); ++i) {
+      const NodeState& other = topology.nodes[i];
+      other_healthy = other_healthy || (i != index && other.up && other.consecutive_failures == 0);
     }
-    lag.held_down.push_back(node);
+    if (other_healthy) return true;
+    held_since = now;
+    spdlog::warn("monitor: {} node {} is down and no other is healthy: sessions keep their "
+                 "connections to it for up to {} ms, in case this host, not every server, "
+                 "stalled", protocol_name, node.name, hold_down_limit_.count());
+    return false;
   }
-  if (lag.held_down.empty()) return;
-  // A node that came back kept working connections: nothing to drop. Nodes come back a few
-  // checks apart, so one healthy node does not end the others' hold.
-  std::erase_if(lag.held_down, [&](const std::string& name) {
-    return std::any_of(topology.nodes.begin(), topology.nodes.end(),
-                       [&](const NodeState& n) { return n.name == name && n.up; });
-  });
-  if (lag.held_down.empty()) {
-    spdlog::info("monitor: the {} nodes are up again; sessions kept their connections",
-                 routing::ProtocolName(protocol));
-    return;
+  if (!held_since) return false;
+  if (node.up) {
+    held_since.reset();
+    spdlog::info("monitor: {} node {} is up again: sessions kept their connections to it",
+                 protocol_name, node.name);
+    return false;
   }
-  if (now - lag.held_since < hold_down_limit_) return;
-  spdlog::warn("monitor: {} node(s) still down after {} ms: sessions drop their connections to "
-               "them", lag.held_down.size(), hold_down_limit_.count());
-  down.insert(down.end(), lag.held_down.begin(), lag.held_down.end());
-  lag.held_down.clear();
+  bool other_passed = false;  // a check that started after the hold began
+  for (size_t i = 0; i < topology.nodes.size(); ++i) {
+    other_passed = other_passed || (i != index && lag.passed_check_started[i] > *held_since);
+  }
+  if (!other_passed && now - *held_since < hold_down_limit_) return false;
+  held_since.reset();
+  spdlog::warn("monitor: {} node {} is still down{}: sessions drop their connections to it",
+               protocol_name, node.name,
+               other_passed ? " while another node answers" : " at the end of the hold");
+  return true;
 }
 
 void Monitor::ReportPrimaryLocked(Protocol protocol, routing::ProtocolTopology& topology,

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <thread>
 #include <vector>
@@ -45,11 +46,12 @@ class Monitor {
   void OnPrimaryChange(PrimaryChange callback);
   // Called from a node thread, after the snapshot that shows it is published, when a node that
   // was up is marked down: sessions drop their connections to it rather than wait on them.
-  // Not while no other node of the protocol is healthy (up, last check passed): nodes that all
-  // fail their checks together more likely show a starved or paused observer (this proxy's host)
-  // than servers that all died, and dropping connections then turns a hiccup into errors. The
-  // call is held for `failure_threshold` × max(interval, timeout), and not made for a node that
-  // is up again by then.
+  // Not at once when no other node of the protocol is healthy (up, last check passed): nodes
+  // that all fail their checks together more likely show a starved or paused observer (this
+  // proxy's host) than servers that all died, and dropping connections then turns a hiccup into
+  // errors. The report is held until another node passes a check started after the hold began
+  // (the trouble is this node's alone after all) or `failure_threshold` × max(interval, timeout)
+  // has passed, and not made at all if the node comes back first.
   using NodeDown = std::function<void(routing::Protocol, const std::string& node)>;
   void OnNodeDown(NodeDown callback);
 
@@ -79,21 +81,23 @@ class Monitor {
     std::string primary_name;  // the primary last published, for change reports
     bool split_brain = false;  // two nodes say they are primary
     std::vector<std::string> unusable;  // Sentinel-flagged replicas (Redis)
-    // Nodes marked down while no other node was healthy, not yet reported (OnNodeDown).
-    std::vector<std::string> held_down;
-    std::chrono::steady_clock::time_point held_since{};
+    // Per node: when its last passed check started.
+    std::vector<std::chrono::steady_clock::time_point> passed_check_started;
+    // Per node: since when its down report is held (OnNodeDown); empty when none is.
+    std::vector<std::optional<std::chrono::steady_clock::time_point>> held_since;
   };
 
   void RunNode(std::stop_token stop, Slot& slot);
-  // Returns the nodes the sessions are to drop (the caller tells them, outside the lock, after
-  // the new snapshot is published): this one when the check marked it down, and held ones.
-  std::vector<std::string> Record(const Slot& slot, const ProbeResult& result,
+  // Returns true when the sessions are to drop their connections to this node (the caller tells
+  // them, outside the lock, after the new snapshot is published): the check marked it down, or
+  // ended the hold of its report. Only the node's own thread reports it, so a report can never
+  // overtake the node's coming back up.
+  bool Record(const Slot& slot, const ProbeResult& result,
                                     std::chrono::steady_clock::time_point started,
                                     std::chrono::steady_clock::time_point observed);
-  // Adds to `down` the nodes whose report is due (see OnNodeDown).
-  void ReportDownLocked(routing::Protocol protocol, const routing::ProtocolTopology& topology,
-                        LagState& lag, bool marked_down, const std::string& node,
-                        std::vector<std::string>& down);
+  // Whether the node's down report is due now (see OnNodeDown).
+  bool ReportDownLocked(routing::Protocol protocol, const routing::ProtocolTopology& topology,
+                        LagState& lag, size_t index, bool marked_down);
   routing::TopologySnapshot BuildSnapshotLocked();
   static const std::string& Preferred(const LagState& lag);
   // Split-brain flag, PRIMARY_REGION mismatch and primary changes: logged and reported.
