@@ -136,7 +136,6 @@ export PGPASSWORD=nerava-secret
 pg_primary=$SANDBOX_PG_PRIMARY_PORT
 pg_replica=$SANDBOX_PG_REPLICA_PORT
 redis_primary=$SANDBOX_REDIS_PRIMARY_PORT
-redis_replica=$SANDBOX_REDIS_REPLICA_PORT
 pg_url() { echo "postgresql://nerava:nerava-secret@127.0.0.1:$1/nerava"; }
 
 log "pgbench -i -s $scale on the primary"
@@ -272,9 +271,11 @@ fi
 
 # Pgpool-II, streaming-replication mode, reads load-balanced to the replica only (weight 0 on
 # the primary), as nerava does for the eu-west-1 pod.
-if command -v pgpool >/dev/null; then
+# Ports come from free_port and are bound only when pgpool starts: an outgoing connection can
+# take one meanwhile ("failed to create INET domain socket"), so a failed start is retried.
+start_pgpool() {
+  local d=$1 port pcp
   port=$(free_port); pcp=$(free_port)
-  d=$run_dir/pgpool
   mkdir -p "$d"
   cat >"$d/pgpool.conf" <<EOF
 backend_clustering_mode = 'streaming_replication'
@@ -315,12 +316,20 @@ EOF
   # Ready once a read lands on the replica.
   if wait_for "psql -Atq '$(pg_url "$port")' $on_replica" 20; then
     pg_port[pgpool]=$port; pg_targets+=(pgpool)
-  else
-    kill -TERM "${pids[pgpool]}" 2>/dev/null || true
-    wait "${pids[pgpool]}" 2>/dev/null || true
-    unset 'pids[pgpool]'
-    skipped+=("pgpool: not ready or not load balancing to the replica ($(grep -m1 -iE 'error|fatal' "$d/pgpool.log" || true))")
+    return 0
   fi
+  kill -TERM "${pids[pgpool]}" 2>/dev/null || true
+  wait "${pids[pgpool]}" 2>/dev/null || true
+  unset 'pids[pgpool]'
+  return 1
+}
+if command -v pgpool >/dev/null; then
+  for attempt in 1 2 3; do
+    start_pgpool "$run_dir/pgpool-$attempt" && break
+    why=$(grep -m1 -iE 'error|fatal' "$run_dir/pgpool-$attempt/pgpool.log" || true)
+    log "pgpool did not start (attempt $attempt): $why"
+    [ "$attempt" = 3 ] && skipped+=("pgpool: not ready or not load balancing to the replica ($why)")
+  done
 else
   skipped+=("pgpool: not installed")
 fi
