@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "nerava/protocol/pg/messages.h"
+#include "proxy/pg_cancel.h"
 #include "proxy/pg_io.h"
 
 namespace nerava::proxy {
@@ -22,20 +23,8 @@ awaitable<void> SendFatal(Stream& client, std::string code, std::string message)
 awaitable<void> ForwardCancel(const PgContext& context, const pg::BackendKeyData& key) {
   auto target = context.cancels->Find(key);
   if (!target) co_return;  // PostgreSQL, too, ignores a cancel with an unknown key silently
-  auto executor = co_await asio::this_coro::executor;
-  tcp::resolver resolver(executor);
-  auto [resolve_error, endpoints] =
-      co_await resolver.async_resolve(target->host, std::to_string(target->port), kNoThrow);
-  if (resolve_error) co_return;
-  tcp::socket socket(executor);
-  auto [connect_error, endpoint] = co_await asio::async_connect(socket, endpoints, kNoThrow);
-  if (connect_error) co_return;
-  std::string request;
-  pg::AppendCancelRequest(request, target->key);
-  co_await asio::async_write(socket, asio::buffer(request), kNoThrow);
-  // The server closes the connection once it has acted on the request.
-  char byte;
-  co_await socket.async_read_some(asio::buffer(&byte, 1), kNoThrow);
+  co_await SendCancelRequest(target->host, target->port, target->key,
+                             context.settings.connect_timeout);
 }
 
 // `refusal` is owned by the caller's frame, which awaits this one.
