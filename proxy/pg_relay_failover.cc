@@ -9,6 +9,9 @@
 //                                          COMMIT/ROLLBACK, answered "ROLLBACK"
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
+#include "proxy/pg_cancel.h"
 #include "proxy/pg_relay.h"
 
 namespace nerava::proxy {
@@ -130,7 +133,20 @@ void PgRelay::LoseServer(PgServer& server, const std::string& why) {
 void PgRelay::OnNodeDown(const std::string& node) {
   auto it = servers_.find(node);
   if (it == servers_.end()) return;
-  LoseServer(*it->second, "PostgreSQL node \"" + node + "\" stopped answering health checks");
+  PgServer& server = *it->second;
+  const bool running = std::any_of(in_flight_.begin(), in_flight_.end(),
+                                   [&](const InFlight& batch) { return batch.server == &server; });
+  if (running && !server.lost) {
+    // A node too slow to answer its checks may still be alive: cancel what it runs for this
+    // session, so that a statement the client is told failed does not go on (and commit) there.
+    const PgBackend& backend = *server.backend;
+    spdlog::debug("pg: cancelling the statement in flight on PostgreSQL node \"{}\"", node);
+    asio::co_spawn(client_.socket().get_executor(),
+                   SendCancelRequest(backend.target.host, backend.target.port, backend.key,
+                                     context_.settings.connect_timeout),
+                   asio::detached);
+  }
+  LoseServer(server, "PostgreSQL node \"" + node + "\" stopped answering health checks");
 }
 
 void PgRelay::AbortWrites() {

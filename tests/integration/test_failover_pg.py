@@ -38,7 +38,7 @@ import redis
 from tests.harness.topology import APP_DB, Topology, wait_until
 from admin_helpers import ctl, ctl_ok, metric, metric_values, metrics
 from conftest import start_proxy
-from node_failures import HOW, MONITOR_FOR, failing, flap
+from node_failures import HOW, MONITOR_FOR, failing, flap, resume
 
 WRITES_HELD_LIMIT_MS = 2000.0
 RESUME_LIMIT_S = 1.0
@@ -344,6 +344,48 @@ def test_read_in_flight_on_an_unreachable_replica_is_answered_by_the_primary(pg_
             assert took < 10, f"the read waited {took:.1f}s for the unreachable replica"
             # The session goes on: the next read too (the replica is down), without an error.
             assert conn.execute(port_query).fetchone()[0] == str(pg.node(PRIMARY).port)
+
+
+def test_statement_in_flight_on_a_primary_marked_down_is_cancelled_there(pg_topology):
+    """A primary too slow to answer its checks (stopped here for ~2 s; a loaded or paused host)
+    is marked down and the session drops its connection: the client is told its write may or
+    may not have happened (08007). The proxy also sends the server a CancelRequest for that
+    statement, so that once the server runs again the write does not go on and commit behind
+    the client's back. Without the cancel the INSERT below finishes its sleep and commits."""
+    pg = pg_topology.pg
+    primary = pg.node(PRIMARY)
+    pg.sql(primary, "create table cancelled_writes(id int)", dbname=APP_DB)
+    monitor = {"monitor": {"interval": "250ms", "timeout": "500ms", "failure_threshold": 3}}
+    with start_proxy(pg_topology, **monitor) as proxy, \
+            failing(primary, "unreachable", lambda: pg.stop(primary, mode="immediate")) as fail, \
+            psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        outcome: dict[str, object] = {}
+
+        def slow_write():
+            try:
+                conn.execute("INSERT INTO cancelled_writes SELECT 1 FROM pg_sleep(3)")
+                outcome["write"] = "acknowledged"
+            except psycopg.Error as e:
+                outcome["write"] = e
+
+        thread = threading.Thread(target=slow_write)
+        thread.start()
+        time.sleep(0.5)  # the INSERT is running on the primary
+        fail()
+        try:
+            wait_until("the proxy to mark the primary down",
+                       lambda: monitor_view(proxy, "postgres", PRIMARY)[1] is False, timeout=15,
+                       interval=0.05)
+        finally:
+            resume(primary)
+        thread.join(timeout=20)
+        assert not thread.is_alive()
+        error = outcome["write"]
+        assert isinstance(error, psycopg.Error), error
+        assert error.sqlstate == "08007", (error.sqlstate, str(error))
+        # Long enough for the sleep to have ended and the INSERT to have committed, uncancelled.
+        time.sleep(4)
+        assert count(pg, primary, "cancelled_writes") == 0
 
 
 def test_connection_parked_before_its_node_was_marked_down_is_not_reused(pg_topology):
