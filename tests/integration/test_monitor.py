@@ -584,7 +584,9 @@ def test_a_busy_redis_primary_that_answers_late_stays_up(topology):
     through the proxy meanwhile complete instead of getting -TRYAGAIN. (A check given up at its
     timeout and re-sent on a new connection waits behind the next long command, and the next.)"""
     primary = topology.redis.primary
-    busy_ms, timeout_ms, busy_for_s = 900, 400, 8.0
+    # Each check times out (busy_ms > timeout_ms), and three in a row (3 × timeout_ms) leave
+    # 600 ms for the gap between two scripts to come round on a loaded machine.
+    busy_ms, timeout_ms, busy_for_s = 900, 500, 8.0
     monitor = {"interval": "250ms", "timeout": f"{timeout_ms}ms", "failure_threshold": 3}
     with start_proxy(topology, monitor=monitor) as proxy:
         assert busy_ms < 3 * timeout_ms  # a node this slow is alive, not down
