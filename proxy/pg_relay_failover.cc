@@ -139,12 +139,17 @@ void PgRelay::OnNodeDown(const std::string& node) {
   if (running && !server.lost) {
     // A node too slow to answer its checks may still be alive: cancel what it runs for this
     // session, so that a statement the client is told failed does not go on (and commit) there.
-    const PgBackend& backend = *server.backend;
-    spdlog::debug("pg: cancelling the statement in flight on PostgreSQL node \"{}\"", node);
-    asio::co_spawn(client_.socket().get_executor(),
-                   SendCancelRequest(backend.target.host, backend.target.port, backend.key,
-                                     context_.settings.connect_timeout),
-                   asio::detached);
+    // Best effort: a batch the server has read already but not begun runs after the cancel.
+    // The address the connection is open to, not the name: no lookup on the way.
+    PgBackend& backend = *server.backend;
+    error_code ec;
+    const tcp::endpoint address = backend.stream.socket().remote_endpoint(ec);
+    if (!ec) {
+      spdlog::debug("pg: cancelling the statement in flight on PostgreSQL node \"{}\"", node);
+      asio::co_spawn(client_.socket().get_executor(),
+                     SendCancelRequest(address, backend.key, context_.settings.connect_timeout),
+                     asio::detached);
+    }
   }
   LoseServer(server, "PostgreSQL node \"" + node + "\" stopped answering health checks");
 }

@@ -351,7 +351,7 @@ def test_statement_in_flight_on_a_primary_marked_down_is_cancelled_there(pg_topo
     is marked down and the session drops its connection: the client is told its write may or
     may not have happened (08007). The proxy also sends the server a CancelRequest for that
     statement, so that once the server runs again the write does not go on and commit behind
-    the client's back. Without the cancel the INSERT below finishes its sleep and commits."""
+    the client's back. Without the cancel the INSERT below finishes its 15 s sleep and commits."""
     pg = pg_topology.pg
     primary = pg.node(PRIMARY)
     pg.sql(primary, "create table cancelled_writes(id int)", dbname=APP_DB)
@@ -363,7 +363,7 @@ def test_statement_in_flight_on_a_primary_marked_down_is_cancelled_there(pg_topo
 
         def slow_write():
             try:
-                conn.execute("INSERT INTO cancelled_writes SELECT 1 FROM pg_sleep(3)")
+                conn.execute("INSERT INTO cancelled_writes SELECT 1 FROM pg_sleep(15)")
                 outcome["write"] = "acknowledged"
             except psycopg.Error as e:
                 outcome["write"] = e
@@ -383,8 +383,11 @@ def test_statement_in_flight_on_a_primary_marked_down_is_cancelled_there(pg_topo
         error = outcome["write"]
         assert isinstance(error, psycopg.Error), error
         assert error.sqlstate == "08007", (error.sqlstate, str(error))
-        # Long enough for the sleep to have ended and the INSERT to have committed, uncancelled.
-        time.sleep(4)
+        # Uncancelled, the INSERT runs its 15 s and commits; cancelled, it is gone at once.
+        running = ("select count(*) from pg_stat_activity "
+                   "where state = 'active' and query like 'INSERT INTO cancelled_writes%'")
+        wait_until("the INSERT to end on the primary",
+                   lambda: pg.sql(primary, running)[0][0] == 0, timeout=30, interval=0.1)
         assert count(pg, primary, "cancelled_writes") == 0
 
 
