@@ -498,10 +498,13 @@ def test_sentinel_set_fails_over_for_real():
         rc.client(replica).set("after", "1")
         for i in range(3):
             _poll(f"sentinel {i} to agree", lambda i=i: sentinels.master_node(i) is replica)
-        # The old primary, restarted, is turned into a replica by Sentinel.
+        # The old primary, restarted, is turned into a replica by Sentinel: after 8 s of it
+        # reporting itself master, and not while a Sentinel is in TILT mode (entered for 30 s
+        # when its own timer ran over 2 s late: a starved machine; a CI run met it once).
         rc.start(old)
-        _poll("Sentinel to make the old primary a replica",
-              lambda: rc.role(old)[:3] == ["slave", replica.host, replica.port], timeout=30)
+        wait_until("Sentinel to make the old primary a replica",
+                   lambda: rc.role(old)[:3] == ["slave", replica.host, replica.port],
+                   timeout=75, interval=0.05, log=sentinels.nodes[0].log_path)
         pids, base = sentinels.pids(), sentinels.base_dir
     finally:
         if sentinels is not None:
