@@ -145,17 +145,13 @@ void Monitor::RunNode(std::stop_token stop, Slot& slot) {
       started = result.asked_at;
       observed = result.role == Role::kReplica ? std::chrono::steady_clock::now() : started;
     }
-    if (Record(slot, result, started, observed)) {
+    if (std::optional<std::string> down = Record(slot, result, started, observed)) {
       NodeDown notify;
-      std::string name;
       {
         std::lock_guard lock(mutex_);
         notify = on_node_down_;
-        const auto& topology = slot.protocol == Protocol::kPostgres ? state_.postgres
-                                                                      : state_.redis;
-        name = topology.nodes[slot.index].name;
       }
-      if (notify) notify(slot.protocol, name);
+      if (notify) notify(slot.protocol, *down);
     }
     next += interval_;
     const auto now = std::chrono::steady_clock::now();
@@ -165,7 +161,7 @@ void Monitor::RunNode(std::stop_token stop, Slot& slot) {
   }
 }
 
-bool Monitor::Record(const Slot& slot, const ProbeResult& result,
+std::optional<std::string> Monitor::Record(const Slot& slot, const ProbeResult& result,
                                            std::chrono::steady_clock::time_point started,
                                            std::chrono::steady_clock::time_point observed) {
   std::lock_guard lock(mutex_);
@@ -221,7 +217,10 @@ bool Monitor::Record(const Slot& slot, const ProbeResult& result,
     }
   }
   holder_.Publish(BuildSnapshotLocked());
-  return ReportDownLocked(slot.protocol, topology, lag, slot.index, was_up && !node.up);
+  if (!ReportDownLocked(slot.protocol, topology, lag, slot.index, was_up && !node.up)) {
+    return std::nullopt;
+  }
+  return node.name;
 }
 
 bool Monitor::ReportDownLocked(Protocol protocol, const routing::ProtocolTopology& topology,

@@ -88,11 +88,11 @@ class Monitor {
   };
 
   void RunNode(std::stop_token stop, Slot& slot);
-  // Returns true when the sessions are to drop their connections to this node (the caller tells
-  // them, outside the lock, after the new snapshot is published): the check marked it down, or
-  // ended the hold of its report. Only the node's own thread reports it, so a report can never
-  // overtake the node's coming back up.
-  bool Record(const Slot& slot, const ProbeResult& result,
+  // Returns the node's name when the sessions are to drop their connections to it (the caller
+  // tells them, outside the lock, after the new snapshot is published): the check marked it
+  // down, or ended the hold of its report. Only the node's own thread reports it, so a report
+  // can never overtake the node's coming back up.
+  std::optional<std::string> Record(const Slot& slot, const ProbeResult& result,
                                     std::chrono::steady_clock::time_point started,
                                     std::chrono::steady_clock::time_point observed);
   // Whether the node's down report is due now (see OnNodeDown).
