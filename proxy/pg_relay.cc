@@ -58,7 +58,14 @@ void PgRelay::RequestShutdown() {
   Wake();
 }
 
-void PgRelay::Wake() { work_signal_.Notify(); }
+void PgRelay::Wake() {
+  // A parked reply loop resumes when its read ends; any other waits for the signal.
+  if (parked_on_) {
+    park_cancel_.emit(asio::cancellation_type::terminal);
+  } else {
+    work_signal_.Notify();
+  }
+}
 
 void PgRelay::CloseServers() {
   for (auto& [name, server] : servers_) server->backend->stream.Close();
@@ -245,6 +252,13 @@ awaitable<void> PgRelay::Run() {
 }
 
 awaitable<void> PgRelay::ClientToServers() {
+  co_await ForwardClientRequests();
+  // The reply loop hears that this one ended: `||` does not cancel a parked read (its
+  // cancellation slot is the relay's own).
+  Wake();
+}
+
+awaitable<void> PgRelay::ForwardClientRequests() {
   std::vector<PgServer*> to_write;
   for (;;) {
     size_t used = 0;
@@ -321,7 +335,7 @@ awaitable<void> PgRelay::ClientToServers() {
       target->out.append(bytes);
     }
     client_in_.Consume(used);
-    Wake();
+    if (closing_error_ || client_done_ || !ReplyLoopWillSeeReplies()) Wake();
     to_write.clear();
     for (auto& [name, server] : servers_) {
       if (!server->out.empty()) to_write.push_back(server.get());
@@ -384,28 +398,60 @@ awaitable<void> PgRelay::ServersToClient() {
 }
 
 awaitable<bool> PgRelay::WaitForWork() {
-  // Idle: wake for a new batch, or for what the primary sends on its own (NOTIFY for a LISTEN,
-  // a FATAL before it closes), which its readability watch reports.
-  PgServer* watched = primary_;
-  const bool watchable = watched && !watched->lost && watched->backend->buffer.empty();
-  if (watchable) WatchForAsyncMessages(*watched);
-  if (!watchable || !watched->async_readable) co_await work_signal_.Wait();
-  PgServer* primary = primary_;  // the servers may have changed meanwhile
-  if (!primary || primary->lost || !primary->async_readable || !in_flight_.empty() ||
-      shutdown_requested_) {
+  // Idle: wake for a new batch, or for what a server sends on its own (NOTIFY for a LISTEN, a
+  // FATAL before it closes). The primary's readability watch reports the latter when the loop
+  // does not read there itself.
+  PgServer* target = IdleReadTarget();
+  PgServer* primary = primary_;
+  if (primary && primary != target && !primary->lost && primary->backend->buffer.empty()) {
+    WatchForAsyncMessages(*primary);
+  }
+  if (!target) {
+    co_await work_signal_.Wait();
     co_return true;
   }
-  // Asynchronous messages: forward them whole, as they are.
-  const ServerInUse in_use(*primary);
-  const ReadResult read = co_await ReadServer(*primary);
+  const ServerInUse in_use(*target);
+  // What the primary sends unasked goes to the client as it would direct. Another server's
+  // waits for its next batch: its connection is the proxy's business (a replica's FATAL before
+  // it closes must not end the session; the close makes it lost, and the session goes on).
+  const bool forward = target == primary_;
+  const size_t buffered = target->backend->buffer.size();
+  if (buffered > 0 && forward) {  // came after the last batch's replies
+    if (!co_await ForwardUnrequested(*target)) co_return false;
+    if (target->backend->buffer.size() < buffered) co_return true;  // look again
+  }
+  const bool park = !target->backend->stream.is_tls();
+  if (park) parked_on_ = target;
+  const ReadResult read = co_await ReadServer(*target, park ? &park_cancel_ : nullptr);
+  parked_on_ = nullptr;
+  park_cancel_.slot().clear();
+  target->async_readable = false;  // this read took what made it readable
   if (read == ReadResult::kEnd) co_return false;
-  if (read == ReadResult::kLost) co_return true;  // idle: nothing owed to the client
-  ByteBuffer& in = primary->backend->buffer;
+  if (read != ReadResult::kOk || !in_flight_.empty() || !forward) co_return true;
+  co_return co_await ForwardUnrequested(*target);
+}
+
+PgServer* PgRelay::IdleReadTarget() {
+  PgServer* primary = primary_;
+  if (primary && !primary->lost && primary->async_readable) return primary;
+  PgServer* last = replies_from_;
+  // TLS reads are not cancelled (ReadSome): a TLS server's replies wake the loop by signal.
+  if (last && !last->lost && !last->backend->stream.is_tls()) return last;
+  return nullptr;
+}
+
+bool PgRelay::ReplyLoopWillSeeReplies() const {
+  if (!parked_on_ || parked_on_->lost) return false;
+  return in_flight_.empty() || in_flight_.front().server == parked_on_;
+}
+
+awaitable<bool> PgRelay::ForwardUnrequested(PgServer& server) {
+  ByteBuffer& in = server.backend->buffer;
   size_t used = 0;
   for (;;) {
-    auto piece = primary->framer.Next(in.data().substr(used));
+    auto piece = server.framer.Next(in.data().substr(used));
     if (!piece.ok() || piece->kind == pg::Piece::Kind::kNeedMore) break;
-    if (piece->starts_message) primary->tracker.OnReply(piece->type);
+    if (piece->starts_message) server.tracker.OnReply(piece->type);
     if (piece->type == pg::msg::kErrorResponse) server_sent_fatal_ = true;
     used += piece->size;
   }
@@ -414,7 +460,7 @@ awaitable<bool> PgRelay::WaitForWork() {
     auto [ec, n] = co_await client_.Write(asio::buffer(in.data().data(), used));
     if (ec) co_return false;
     in.Consume(used);
-    client_stream_clean_ = !primary->framer.in_message();
+    client_stream_clean_ = !server.framer.in_message();
   }
   co_return true;
 }
@@ -443,16 +489,23 @@ void PgRelay::OnServerReadable(PgServer* server, error_code ec) {
   Wake();
 }
 
-awaitable<PgRelay::ReadResult> PgRelay::ReadServer(PgServer& server) {
+awaitable<PgRelay::ReadResult> PgRelay::ReadServer(PgServer& server,
+                                                   asio::cancellation_signal* park) {
   ByteBuffer& in = server.backend->buffer;
   server.async_readable = false;  // this read takes what made it readable
   auto space = in.Prepare(ReadSize(in, server.framer, context_.limits.max_message));
-  auto [ec, n] = co_await server.backend->stream.ReadSome(space);
+  Stream& stream = server.backend->stream;
+  // One await (GCC 12: awaits in both branches of a conditional corrupt coroutine frames).
+  auto reading = park ? stream.ReadSome(space, park->slot()) : stream.ReadSome(space);
+  auto [ec, n] = co_await std::move(reading);
   if (!ec) {
     in.Commit(n);
     co_return ReadResult::kOk;
   }
   if (server.lost) co_return ReadResult::kLost;  // given up on by the session (an abort)
+  if (park && ec == asio::error::operation_aborted && !shutdown_requested_) {
+    co_return ReadResult::kWoken;
+  }
   // Cancelled: a drain is under way, or the client side ended first and has said why. A server
   // that said FATAL first ended the session itself, as it would have direct.
   if (ec == asio::error::operation_aborted || shutdown_requested_ || closing_error_ ||
@@ -582,6 +635,7 @@ awaitable<bool> PgRelay::ForwardRepliesOf(PgServer& server) {
 
 void PgRelay::FinishBatch(PgServer& server, char status) {
   server.backend->transaction_status = status;
+  replies_from_ = &server;
   transaction_server_ = status == 'I' ? nullptr : &server;
   const InFlight& batch = in_flight_.front();
   if (status != 'I') transaction_route_ = batch.route;

@@ -126,13 +126,26 @@ class PgRelay {
 
  private:
   awaitable<void> ClientToServers();
+  awaitable<void> ForwardClientRequests();
   awaitable<void> ServersToClient();
   awaitable<bool> ForwardRepliesOf(PgServer& server);
   awaitable<bool> WaitForWork();
   void WatchForAsyncMessages(PgServer& server);
   void OnServerReadable(PgServer* server, error_code ec);
-  enum class ReadResult { kOk, kLost, kEnd };
-  awaitable<ReadResult> ReadServer(PgServer& server);
+  // kWoken: a parked read (below) ended by Wake().
+  enum class ReadResult { kOk, kLost, kEnd, kWoken };
+  // With `park`, the read is one Wake() may end (the idle reply loop's).
+  awaitable<ReadResult> ReadServer(PgServer& server, asio::cancellation_signal* park = nullptr);
+  // The idle reply loop waits on a server's socket instead of a posted wake-up when it can:
+  // the server the last batch went to (the next batch most likely goes there too, and its
+  // replies then resume the loop straight from the reactor), or the primary when its watch saw
+  // it send something of its own.
+  PgServer* IdleReadTarget();
+  // Forwards the whole messages a server sent while no batch was in flight (NOTIFY, a FATAL).
+  awaitable<bool> ForwardUnrequested(PgServer& server);
+  // A batch was queued: does the reply loop see it without Wake()? (It is parked on the server
+  // that answers the batch now at the front.)
+  bool ReplyLoopWillSeeReplies() const;
   // Sends the server's `out`, one writer at a time (the reply loop writes retries too).
   awaitable<bool> WriteServer(PgServer& server);
   void MarkActive(PgServer& server);
@@ -219,6 +232,9 @@ class PgRelay {
   pg::Framer client_framer_;
   PgBatchObserver observer_;
   WakeSignal work_signal_;  // wakes the idle reply loop
+  PgServer* parked_on_ = nullptr;  // the idle reply loop's read waits on this server
+  asio::cancellation_signal park_cancel_;  // Wake() ends that read
+  PgServer* replies_from_ = nullptr;  // the server that answered the last batch
 
   Login login_;
   std::map<std::string, std::unique_ptr<PgServer>> servers_;  // by node name

@@ -120,6 +120,7 @@ void PgRelay::LoseServer(PgServer& server, const std::string& why) {
   }
   if (primary_ == &server) primary_ = nullptr;
   if (write_server_ == &server) write_server_ = nullptr;
+  if (replies_from_ == &server) replies_from_ = nullptr;
   for (auto it = servers_.begin(); it != servers_.end(); ++it) {
     if (it->second.get() == &server) {
       lost_servers_.push_back(std::move(it->second));

@@ -244,6 +244,23 @@ def test_plain_reads_run_on_the_replica(proxy, ports):
     assert all(p == ports.replica for p in seen), [ports.name(p) for p in seen]
 
 
+def test_an_idle_session_outlives_its_replica_connection_being_terminated(proxy, topology, ports):
+    # The replica connection is the proxy's, not the client's: its FATAL and close while the
+    # session is idle must not reach the client (the idle session waits on that connection's
+    # socket, to be woken by the next reply without a wake-up of its own).
+    pg = topology.pg
+    with connect(proxy) as conn:
+        pid, port = conn.execute("select pg_backend_pid(), inet_server_port()").fetchone()
+        assert port == ports.replica
+        with direct(topology, pg.replicas[0]) as admin:
+            assert admin.execute("select pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+            wait_until("the terminated backend to leave", lambda: admin.execute(
+                "select count(*) from pg_stat_activity where pid = %s", (pid,)).fetchone() == (0,))
+        time.sleep(0.2)  # the proxy reads the FATAL and the close while the session is idle
+        assert port_of(conn) in (ports.replica, ports.primary)
+        assert conn.execute("select 'still here'").fetchone() == ("still here",)
+
+
 def test_pg_is_in_recovery_is_volatile_and_runs_on_the_primary(proxy):
     with connect(proxy) as conn:
         assert conn.execute("select pg_is_in_recovery()").fetchone() == (False,)
