@@ -252,10 +252,16 @@ awaitable<void> PgRelay::Run() {
 }
 
 awaitable<void> PgRelay::ClientToServers() {
-  co_await ForwardClientRequests();
-  // The reply loop hears that this one ended: `||` does not cancel a parked read (its
-  // cancellation slot is the relay's own).
+  // However this loop ends, the reply loop hears of it: `||` does not cancel a parked read
+  // (its cancellation slot is the relay's own).
+  std::exception_ptr failure;
+  try {
+    co_await ForwardClientRequests();
+  } catch (...) {
+    failure = std::current_exception();
+  }
   Wake();
+  if (failure) std::rethrow_exception(failure);
 }
 
 awaitable<void> PgRelay::ForwardClientRequests() {
@@ -420,14 +426,19 @@ awaitable<bool> PgRelay::WaitForWork() {
     if (!co_await ForwardUnrequested(*target)) co_return false;
     if (target->backend->buffer.size() < buffered) co_return true;  // look again
   }
+  // A TLS read is not cancelled inside a record: a TLS server's replies wake the loop by signal.
   const bool park = !target->backend->stream.is_tls();
-  if (park) parked_on_ = target;
-  const ReadResult read = co_await ReadServer(*target, park ? &park_cancel_ : nullptr);
-  parked_on_ = nullptr;
-  park_cancel_.slot().clear();
+  ReadResult read;
+  {
+    const Parked parked(*this, park ? target : nullptr);
+    read = co_await ReadServer(*target, park ? &park_cancel_ : nullptr);
+  }
   target->async_readable = false;  // this read took what made it readable
   if (read == ReadResult::kEnd) co_return false;
-  if (read != ReadResult::kOk || !in_flight_.empty() || !forward) co_return true;
+  // Bytes for a batch queued meanwhile are its replies (ForwardRepliesOf takes them).
+  const bool batch_waits = std::any_of(in_flight_.begin(), in_flight_.end(),
+                                       [target](const InFlight& b) { return b.server == target; });
+  if (read != ReadResult::kOk || batch_waits || !forward) co_return true;
   co_return co_await ForwardUnrequested(*target);
 }
 
@@ -435,7 +446,6 @@ PgServer* PgRelay::IdleReadTarget() {
   PgServer* primary = primary_;
   if (primary && !primary->lost && primary->async_readable) return primary;
   PgServer* last = replies_from_;
-  // TLS reads are not cancelled (ReadSome): a TLS server's replies wake the loop by signal.
   if (last && !last->lost && !last->backend->stream.is_tls()) return last;
   return nullptr;
 }

@@ -234,6 +234,20 @@ class PgRelay {
   WakeSignal work_signal_;  // wakes the idle reply loop
   PgServer* parked_on_ = nullptr;  // the idle reply loop's read waits on this server
   asio::cancellation_signal park_cancel_;  // Wake() ends that read
+  // Marks the reply loop parked for one read, however the read ends.
+  class Parked {
+   public:
+    Parked(PgRelay& relay, PgServer* server) : relay_(relay) { relay_.parked_on_ = server; }
+    ~Parked() {
+      relay_.parked_on_ = nullptr;
+      relay_.park_cancel_.slot().clear();
+    }
+    Parked(const Parked&) = delete;
+    Parked& operator=(const Parked&) = delete;
+
+   private:
+    PgRelay& relay_;
+  };
   PgServer* replies_from_ = nullptr;  // the server that answered the last batch
 
   Login login_;

@@ -2,8 +2,6 @@
 
 #include <openssl/ssl.h>
 
-#include "proxy/drained_read.h"
-
 namespace nerava::proxy {
 
 awaitable<absl::StatusOr<tcp::socket>> ConnectTcp(const std::string& host, uint16_t port) {
@@ -31,13 +29,16 @@ awaitable<std::tuple<error_code, size_t>> Stream::ReadSome(asio::mutable_buffer 
   if (auto* tls = std::get_if<TlsSocket>(&impl_)) {
     co_return co_await tls->async_read_some(buffer, kNoThrow);
   }
-  co_return co_await AsyncReadDrained(std::get<tcp::socket>(impl_), buffer, kNoThrow);
+  co_return co_await std::get<tcp::socket>(impl_).async_read_some(buffer, kNoThrow);
 }
 
 awaitable<std::tuple<error_code, size_t>> Stream::ReadSome(asio::mutable_buffer buffer,
                                                            asio::cancellation_slot cancel) {
-  co_return co_await AsyncReadDrained(std::get<tcp::socket>(impl_), buffer,
-                                      asio::bind_cancellation_slot(cancel, kNoThrow));
+  auto token = asio::bind_cancellation_slot(cancel, kNoThrow);
+  if (auto* tls = std::get_if<TlsSocket>(&impl_)) {
+    co_return co_await tls->async_read_some(buffer, token);
+  }
+  co_return co_await std::get<tcp::socket>(impl_).async_read_some(buffer, token);
 }
 
 awaitable<std::tuple<error_code, size_t>> Stream::Write(asio::const_buffer buffer) {

@@ -22,8 +22,7 @@ class Stream {
   explicit Stream(tcp::socket socket);
 
   awaitable<std::tuple<error_code, size_t>> ReadSome(asio::mutable_buffer buffer);
-  // A read that `cancel` ends early (operation_aborted); plain TCP only (a TLS read cancelled
-  // inside a record would leave the TLS stream in doubt).
+  // A read that `cancel` ends early (operation_aborted).
   awaitable<std::tuple<error_code, size_t>> ReadSome(asio::mutable_buffer buffer,
                                                      asio::cancellation_slot cancel);
   awaitable<std::tuple<error_code, size_t>> Write(asio::const_buffer buffer);
