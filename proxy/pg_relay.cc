@@ -407,6 +407,7 @@ awaitable<bool> PgRelay::WaitForWork() {
   // Idle: wake for a new batch, or for what a server sends on its own (NOTIFY for a LISTEN, a
   // FATAL before it closes). The primary's readability watch reports the latter when the loop
   // does not read there itself.
+  if (shutdown_requested_) co_return false;
   PgServer* target = IdleReadTarget();
   PgServer* primary = primary_;
   if (primary && primary != target && !primary->lost && primary->backend->buffer.empty()) {
@@ -422,13 +423,13 @@ awaitable<bool> PgRelay::WaitForWork() {
   // it closes must not end the session; the close makes it lost, and the session goes on).
   const bool forward = target == primary_;
   const size_t buffered = target->backend->buffer.size();
-  if (buffered > 0 && forward) {  // came after the last batch's replies
+  if (buffered > 0 && forward && !BatchWaitsOn(*target)) {  // came after the last batch's end
     if (!co_await ForwardUnrequested(*target)) co_return false;
     if (target->backend->buffer.size() < buffered) co_return true;  // look again
   }
   // A TLS read is not cancelled inside a record: a TLS server's replies wake the loop by signal.
   const bool park = !target->backend->stream.is_tls();
-  ReadResult read;
+  ReadResult read = ReadResult::kEnd;
   {
     const Parked parked(*this, park ? target : nullptr);
     read = co_await ReadServer(*target, park ? &park_cancel_ : nullptr);
@@ -436,18 +437,27 @@ awaitable<bool> PgRelay::WaitForWork() {
   target->async_readable = false;  // this read took what made it readable
   if (read == ReadResult::kEnd) co_return false;
   // Bytes for a batch queued meanwhile are its replies (ForwardRepliesOf takes them).
-  const bool batch_waits = std::any_of(in_flight_.begin(), in_flight_.end(),
-                                       [target](const InFlight& b) { return b.server == target; });
-  if (read != ReadResult::kOk || batch_waits || !forward) co_return true;
+  if (read != ReadResult::kOk || BatchWaitsOn(*target) || !forward) co_return true;
   co_return co_await ForwardUnrequested(*target);
 }
 
 PgServer* PgRelay::IdleReadTarget() {
   PgServer* primary = primary_;
-  if (primary && !primary->lost && primary->async_readable) return primary;
+  // The primary's own messages first: it said something (its watch fired), or something it
+  // sent after a batch's end is still buffered (read on only where the read can be cancelled).
+  if (primary && !primary->lost &&
+      (primary->async_readable ||
+       (!primary->backend->buffer.empty() && !primary->backend->stream.is_tls()))) {
+    return primary;
+  }
   PgServer* last = replies_from_;
   if (last && !last->lost && !last->backend->stream.is_tls()) return last;
   return nullptr;
+}
+
+bool PgRelay::BatchWaitsOn(const PgServer& server) const {
+  return std::any_of(in_flight_.begin(), in_flight_.end(),
+                     [&server](const InFlight& batch) { return batch.server == &server; });
 }
 
 bool PgRelay::ReplyLoopWillSeeReplies() const {

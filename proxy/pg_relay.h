@@ -146,6 +146,7 @@ class PgRelay {
   // A batch was queued: does the reply loop see it without Wake()? (It is parked on the server
   // that answers the batch now at the front.)
   bool ReplyLoopWillSeeReplies() const;
+  bool BatchWaitsOn(const PgServer& server) const;  // an in-flight batch expects its replies
   // Sends the server's `out`, one writer at a time (the reply loop writes retries too).
   awaitable<bool> WriteServer(PgServer& server);
   void MarkActive(PgServer& server);

@@ -204,7 +204,9 @@ awaitable<bool> PgRelay::AnswerFailedBatch() {
     pg::AppendErrorResponse(out, *batch.error);
     batch.error_sent = true;
   }
-  if (batch.complete) {
+  // Decided before the write: the client's Sync may arrive while it is under way.
+  const bool complete = batch.complete;
+  if (complete) {
     if (batch.answer == LocalAnswer::kRollback) AppendRollback(out, batch.types);
     pg::AppendReadyForQuery(out, batch.status_after);
   }
@@ -212,8 +214,10 @@ awaitable<bool> PgRelay::AnswerFailedBatch() {
     auto [ec, n] = co_await client_.Write(asio::buffer(out));
     if (ec) co_return false;
   }
-  // PostgreSQL answers an error at once and the ReadyForQuery at the client's Sync.
-  if (!batch.complete) co_return co_await WaitForWork();
+  // PostgreSQL answers an error at once and the ReadyForQuery at the client's Sync (if it came
+  // during the write, the next pass sends it: its wake-up went to nobody).
+  if (!complete && batch.complete) co_return true;
+  if (!complete) co_return co_await WaitForWork();
   in_flight_.pop_front();
   MaybeReleaseWriteTicket();
   co_return true;

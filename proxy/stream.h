@@ -22,7 +22,8 @@ class Stream {
   explicit Stream(tcp::socket socket);
 
   awaitable<std::tuple<error_code, size_t>> ReadSome(asio::mutable_buffer buffer);
-  // A read that `cancel` ends early (operation_aborted).
+  // A read that `cancel` ends early (operation_aborted). On TLS a cancel inside a record leaves
+  // the stream in doubt: callers that cancel routinely use it on plain TCP only.
   awaitable<std::tuple<error_code, size_t>> ReadSome(asio::mutable_buffer buffer,
                                                      asio::cancellation_slot cancel);
   awaitable<std::tuple<error_code, size_t>> Write(asio::const_buffer buffer);
