@@ -129,24 +129,10 @@ class PgRelay {
   awaitable<void> ForwardClientRequests();
   awaitable<void> ServersToClient();
   awaitable<bool> ForwardRepliesOf(PgServer& server);
-  awaitable<bool> WaitForWork();
-  void WatchForAsyncMessages(PgServer& server);
-  void OnServerReadable(PgServer* server, error_code ec);
   // kWoken: a parked read (below) ended by Wake().
   enum class ReadResult { kOk, kLost, kEnd, kWoken };
   // With `park`, the read is one Wake() may end (the idle reply loop's).
   awaitable<ReadResult> ReadServer(PgServer& server, asio::cancellation_signal* park = nullptr);
-  // The idle reply loop waits on a server's socket instead of a posted wake-up when it can:
-  // the server the last batch went to (the next batch most likely goes there too, and its
-  // replies then resume the loop straight from the reactor), or the primary when its watch saw
-  // it send something of its own.
-  PgServer* IdleReadTarget();
-  // Forwards the whole messages a server sent while no batch was in flight (NOTIFY, a FATAL).
-  awaitable<bool> ForwardUnrequested(PgServer& server);
-  // A batch was queued: does the reply loop see it without Wake()? (It is parked on the server
-  // that answers the batch now at the front.)
-  bool ReplyLoopWillSeeReplies() const;
-  bool BatchWaitsOn(const PgServer& server) const;  // an in-flight batch expects its replies
   // Sends the server's `out`, one writer at a time (the reply loop writes retries too).
   awaitable<bool> WriteServer(PgServer& server);
   void MarkActive(PgServer& server);
@@ -169,6 +155,24 @@ class PgRelay {
   awaitable<PgServer*> ChooseServer(const routing::StatementClass& batch);
   bool InTransaction() const { return transaction_server_ != nullptr || lost_transaction_; }
 
+  // pg_relay_idle.cc
+  awaitable<bool> WaitForWork();
+  // The idle reply loop waits on a server's socket instead of a posted wake-up when it can:
+  // the server the last batch went to (the next batch most likely goes there too, and its
+  // replies then resume the loop straight from the reactor), or the primary when its watch saw
+  // it send something of its own.
+  PgServer* IdleReadTarget();
+  // Forwards the whole messages a server sent while no batch was in flight (NOTIFY, a FATAL).
+  awaitable<bool> ForwardUnrequested(PgServer& server);
+  // A batch was queued: does the reply loop see it without Wake()? (It is parked on the server
+  // that answers the batch now at the front.)
+  bool ReplyLoopWillSeeReplies() const;
+  bool BatchWaitsOn(const PgServer& server) const;  // an in-flight batch expects its replies
+  void WatchForAsyncMessages(PgServer& server);
+  void OnServerReadable(PgServer* server, error_code ec);
+  // Resumes the idle reply loop: ends its parked read, or signals it.
+  void Wake();
+
   // pg_relay_failover.cc
   void LoseServer(PgServer& server, const std::string& why);
   void AbortWrites();
@@ -190,7 +194,6 @@ class PgRelay {
   // Requests of the proxy's own, ahead of a client message, so the server matches the session.
   void BringUpToDate(PgServer& server);
   void PrepareLazily(PgServer& server, char type, std::string_view message);
-  void Wake();
 
   // What the proxy answers by itself for a batch whose server is gone.
   enum class LocalAnswer : uint8_t {

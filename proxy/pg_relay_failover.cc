@@ -9,8 +9,6 @@
 //                                          COMMIT/ROLLBACK, answered "ROLLBACK"
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
-
 #include "proxy/pg_cancel.h"
 #include "proxy/pg_relay.h"
 
@@ -135,9 +133,7 @@ void PgRelay::OnNodeDown(const std::string& node) {
   auto it = servers_.find(node);
   if (it == servers_.end()) return;
   PgServer& server = *it->second;
-  const bool running = std::any_of(in_flight_.begin(), in_flight_.end(),
-                                   [&](const InFlight& batch) { return batch.server == &server; });
-  if (running && !server.lost) {
+  if (BatchWaitsOn(server) && !server.lost) {
     // A node too slow to answer its checks may still be alive: cancel what it runs for this
     // session, so that a statement the client is told failed does not go on (and commit) there.
     // Best effort: a batch the server has read already but not begun runs after the cancel.
