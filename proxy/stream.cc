@@ -2,6 +2,8 @@
 
 #include <openssl/ssl.h>
 
+#include "proxy/drained_read.h"
+
 namespace nerava::proxy {
 
 awaitable<absl::StatusOr<tcp::socket>> ConnectTcp(const std::string& host, uint16_t port) {
@@ -21,24 +23,98 @@ awaitable<absl::StatusOr<tcp::socket>> ConnectTcp(const std::string& host, uint1
 }
 
 Stream::Stream(tcp::socket socket) : impl_(std::move(socket)) {
+  tcp::socket& plain = std::get<tcp::socket>(impl_);
   error_code ignored;
-  std::get<tcp::socket>(impl_).non_blocking(true, ignored);
+  plain.non_blocking(true, ignored);
+#ifdef NERAVA_DRAINED_READ
+  peer_close_ =
+      asio::use_service<PeerCloseWatch>(asio::query(plain.get_executor(), asio::execution::context))
+          .Watch(plain);
+#endif
 }
 
 awaitable<std::tuple<error_code, size_t>> Stream::ReadSome(asio::mutable_buffer buffer) {
   if (auto* tls = std::get_if<TlsSocket>(&impl_)) {
     co_return co_await tls->async_read_some(buffer, kNoThrow);
   }
-  co_return co_await std::get<tcp::socket>(impl_).async_read_some(buffer, kNoThrow);
+  // The coroutine's own cancellation (a `||` with a deadline, the relay's loops ending each
+  // other) must still reach the read: ReadPlain binds slots of its own.
+  asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+  co_return co_await ReadPlain(buffer, state.slot());
 }
 
 awaitable<std::tuple<error_code, size_t>> Stream::ReadSome(asio::mutable_buffer buffer,
                                                            asio::cancellation_slot cancel) {
-  auto token = asio::bind_cancellation_slot(cancel, kNoThrow);
   if (auto* tls = std::get_if<TlsSocket>(&impl_)) {
-    co_return co_await tls->async_read_some(buffer, token);
+    co_return co_await tls->async_read_some(buffer,
+                                            asio::bind_cancellation_slot(cancel, kNoThrow));
   }
-  co_return co_await std::get<tcp::socket>(impl_).async_read_some(buffer, token);
+  co_return co_await ReadPlain(buffer, cancel);
+}
+
+namespace {
+
+// While a drained read waits: the peer's close and the caller's cancel both end it through the
+// mark's signal. Undone however the read ends, the coroutine's destruction included (the slots
+// would otherwise call into a destroyed frame). It shares the mark: a frame may be destroyed
+// after its Stream, at the context's end.
+class DrainedReadScope {
+ public:
+  DrainedReadScope(std::shared_ptr<PeerClose> mark, asio::cancellation_slot caller)
+      : mark_(std::move(mark)), caller_(caller) {
+    mark_->reading = true;
+    if (caller_.is_connected()) {
+      caller_.assign([this](asio::cancellation_type_t type) {
+        cancelled_by_caller_ = true;
+        mark_->wake.emit(type);
+      });
+    }
+  }
+  ~DrainedReadScope() {
+    mark_->reading = false;
+    mark_->wake.slot().clear();
+    if (caller_.is_connected()) caller_.clear();
+  }
+  DrainedReadScope(const DrainedReadScope&) = delete;
+  DrainedReadScope& operator=(const DrainedReadScope&) = delete;
+
+  bool cancelled_by_caller() const { return cancelled_by_caller_; }
+
+ private:
+  std::shared_ptr<PeerClose> mark_;
+  asio::cancellation_slot caller_;
+  bool cancelled_by_caller_ = false;
+};
+
+}  // namespace
+
+awaitable<std::tuple<error_code, size_t>> Stream::ReadPlain(asio::mutable_buffer buffer,
+                                                            asio::cancellation_slot cancel) {
+  // The frame keeps its own share of the mark: the Stream may be gone when the read ends.
+  const std::shared_ptr<PeerClose> mark = peer_close_;
+  if (mark && !mark->seen) {
+    DrainedReadScope scope(mark, cancel);
+    auto [ec, n] = co_await AsyncReadDrained(
+        std::get<tcp::socket>(impl_), buffer,
+        asio::bind_cancellation_slot(mark->wake.slot(), kNoThrow));
+    // Only the watch's wake-up reads again; a cancel or close of ours stays an abort.
+    if (ec != asio::error::operation_aborted || !mark->woken || scope.cancelled_by_caller()) {
+      co_return std::tuple{ec, n};
+    }
+  }
+  tcp::socket& plain = std::get<tcp::socket>(impl_);
+  if (mark) {
+    // The peer has closed: what is left, bytes and then the end, is in the socket already, and
+    // the drained read's reactor may wait for an edge that will not come.
+    error_code ec;
+    const size_t n = plain.read_some(buffer, ec);
+    if (ec != asio::error::would_block && ec != asio::error::try_again) {
+      co_return std::tuple{ec, n};
+    }
+  }
+  if (!cancel.is_connected()) co_return co_await plain.async_read_some(buffer, kNoThrow);
+  co_return co_await plain.async_read_some(buffer,
+                                           asio::bind_cancellation_slot(cancel, kNoThrow));
 }
 
 awaitable<std::tuple<error_code, size_t>> Stream::Write(asio::const_buffer buffer) {
@@ -78,7 +154,13 @@ tcp::socket& Stream::socket() {
   return std::get<tcp::socket>(impl_);
 }
 
+Stream::~Stream() {
+  // A read the socket's destruction aborts must not take that for the watch's wake-up.
+  if (peer_close_) peer_close_->woken = false;
+}
+
 void Stream::Close() {
+  if (peer_close_) peer_close_->woken = false;
   error_code ignored;
   socket().shutdown(tcp::socket::shutdown_both, ignored);
   socket().close(ignored);

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "proxy/asio.h"
+#include "proxy/peer_close_watch.h"
 
 namespace nerava::proxy {
 
@@ -18,8 +19,13 @@ awaitable<absl::StatusOr<tcp::socket>> ConnectTcp(const std::string& host, uint1
 
 class Stream {
  public:
-  // The socket is switched to non-blocking mode: writes are first tried in place (below).
+  // The socket is switched to non-blocking mode: writes are first tried in place (below), and
+  // reads remember when they drained the socket (proxy/drained_read.h) while its peer's close is
+  // watched (proxy/peer_close_watch.h).
   explicit Stream(tcp::socket socket);
+  ~Stream();
+  Stream(Stream&&) = default;
+  Stream& operator=(Stream&&) = default;
 
   awaitable<std::tuple<error_code, size_t>> ReadSome(asio::mutable_buffer buffer);
   // A read that `cancel` ends early (operation_aborted). On TLS a cancel inside a record leaves
@@ -75,7 +81,13 @@ class Stream {
 
  private:
   using TlsSocket = ssl::stream<tcp::socket>;
+
+  awaitable<std::tuple<error_code, size_t>> ReadPlain(asio::mutable_buffer buffer,
+                                                      asio::cancellation_slot cancel);
+
   std::variant<tcp::socket, TlsSocket> impl_;
+  // Null when the read is Asio's own (the watch was refused, or no drained read is built).
+  std::shared_ptr<PeerClose> peer_close_;
 };
 
 }  // namespace nerava::proxy
