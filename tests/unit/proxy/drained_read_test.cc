@@ -3,13 +3,18 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <functional>
 #include <string>
+#include <tuple>
+
+#include "tests/unit/proxy/loopback.h"
 
 namespace nerava::proxy {
 namespace {
 
 using namespace asio::experimental::awaitable_operators;
 using std::chrono::milliseconds;
+using test_support::Sleep;
 
 // A connected pair of loopback sockets on one io_context; `reader` is non-blocking, as Stream
 // leaves it.
@@ -19,24 +24,12 @@ struct SocketPair {
   tcp::socket writer{io};
 
   SocketPair() {
-    tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-    writer.connect(acceptor.local_endpoint());
-    reader = acceptor.accept();
+    std::tie(reader, writer) = test_support::ConnectLoopback(io);
     reader.non_blocking(true);
   }
 
   void Write(std::string_view bytes) { asio::write(writer, asio::buffer(bytes)); }
-
-  // Runs `test` to completion (bounded: a read that never completes fails the test).
-  void Run(std::function<awaitable<void>()> test) {
-    bool finished = false;
-    asio::co_spawn(io, [&]() -> awaitable<void> {
-      co_await test();
-      finished = true;
-    }, asio::detached);
-    io.run_for(std::chrono::seconds(5));
-    EXPECT_TRUE(finished) << "a read did not complete";
-  }
+  void Run(std::function<awaitable<void>()> test) { test_support::RunBounded(io, std::move(test)); }
 };
 
 awaitable<std::string> ReadOnce(tcp::socket& socket, size_t size) {
@@ -45,11 +38,6 @@ awaitable<std::string> ReadOnce(tcp::socket& socket, size_t size) {
   EXPECT_FALSE(ec) << ec.message();
   buffer.resize(n);
   co_return buffer;
-}
-
-awaitable<void> Sleep(milliseconds how_long) {
-  asio::steady_timer timer(co_await asio::this_coro::executor, how_long);
-  co_await timer.async_wait(kNoThrow);
 }
 
 TEST(DrainedReadTest, IsBuiltForThisBoost) {

@@ -9,11 +9,14 @@
 #include <optional>
 #include <string>
 
+#include "tests/unit/proxy/loopback.h"
+
 namespace nerava::proxy {
 namespace {
 
 using namespace asio::experimental::awaitable_operators;
 using std::chrono::milliseconds;
+using test_support::Sleep;
 
 // A Stream over one end of a loopback connection; `peer` is the other end.
 struct StreamPair {
@@ -22,31 +25,22 @@ struct StreamPair {
   std::optional<Stream> stream;
 
   StreamPair() {
-    tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-    peer.connect(acceptor.local_endpoint());
-    stream.emplace(acceptor.accept());
+    auto [near, far] = test_support::ConnectLoopback(io);
+    peer = std::move(far);
+    stream.emplace(std::move(near));
   }
 
-  // Runs `test` to completion, bounded: a read that never completes fails the test.
-  void Run(std::function<awaitable<void>()> test) {
-    bool finished = false;
-    asio::co_spawn(
-        io,
-        [&]() -> awaitable<void> {
-          co_await test();
-          finished = true;
-          io.stop();  // the peer-close watch keeps a wait pending: run() would not return
-        },
-        asio::detached);
-    io.run_for(std::chrono::seconds(5));
-    EXPECT_TRUE(finished) << "a read did not complete";
+  void Run(std::function<awaitable<void>()> test) { test_support::RunBounded(io, std::move(test)); }
+
+  // The peer's last bytes and its close, sent together while the test waits in a read.
+  void SendLastAndCloseLater(asio::steady_timer& timer) {
+    timer.expires_after(milliseconds(20));
+    timer.async_wait([this](error_code) {
+      asio::write(peer, asio::buffer(std::string_view("last")));
+      peer.close();
+    });
   }
 };
-
-awaitable<void> Sleep(milliseconds how_long) {
-  asio::steady_timer timer(co_await asio::this_coro::executor, how_long);
-  co_await timer.async_wait(kNoThrow);
-}
 
 awaitable<std::string> ReadOnce(Stream& stream) {
   std::string buffer(64, '\0');
@@ -54,6 +48,12 @@ awaitable<std::string> ReadOnce(Stream& stream) {
   EXPECT_FALSE(ec) << ec.message();
   buffer.resize(n);
   co_return buffer;
+}
+
+awaitable<error_code> ReadError(Stream& stream) {
+  std::string buffer(64, '\0');
+  auto [ec, n] = co_await stream.ReadSome(asio::buffer(buffer));
+  co_return ec;
 }
 
 TEST(StreamTest, ACloseQueuedBehindTheLastBytesIsSeen) {
@@ -65,9 +65,7 @@ TEST(StreamTest, ACloseQueuedBehindTheLastBytesIsSeen) {
     pair.peer.close();
     co_await Sleep(milliseconds(20));  // both are in the kernel before the first read
     EXPECT_EQ(co_await ReadOnce(*pair.stream), "last");
-    std::string buffer(64, '\0');
-    auto [ec, n] = co_await pair.stream->ReadSome(asio::buffer(buffer));
-    EXPECT_EQ(ec, asio::error::eof);
+    EXPECT_EQ(co_await ReadError(*pair.stream), asio::error::eof);
   });
 }
 
@@ -77,15 +75,10 @@ TEST(StreamTest, ACloseQueuedBehindBytesIsSeenByAReadAlreadyWaiting) {
   pair.Run([&]() -> awaitable<void> {
     asio::write(pair.peer, asio::buffer(std::string_view("first")));
     EXPECT_EQ(co_await ReadOnce(*pair.stream), "first");
-    asio::steady_timer later(pair.io, milliseconds(20));
-    later.async_wait([&](error_code) {
-      asio::write(pair.peer, asio::buffer(std::string_view("last")));
-      pair.peer.close();
-    });
+    asio::steady_timer later(pair.io);
+    pair.SendLastAndCloseLater(later);
     EXPECT_EQ(co_await ReadOnce(*pair.stream), "last");
-    std::string buffer(64, '\0');
-    auto [ec, n] = co_await pair.stream->ReadSome(asio::buffer(buffer));
-    EXPECT_EQ(ec, asio::error::eof);
+    EXPECT_EQ(co_await ReadError(*pair.stream), asio::error::eof);
   });
 }
 
@@ -116,11 +109,8 @@ TEST(StreamTest, ACloseQueuedBehindBytesEndsACancellableRead) {
     asio::cancellation_signal cancel;
     asio::write(pair.peer, asio::buffer(std::string_view("first")));
     EXPECT_EQ(co_await ReadOnce(*pair.stream), "first");
-    asio::steady_timer later(pair.io, milliseconds(20));
-    later.async_wait([&](error_code) {
-      asio::write(pair.peer, asio::buffer(std::string_view("last")));
-      pair.peer.close();
-    });
+    asio::steady_timer later(pair.io);
+    pair.SendLastAndCloseLater(later);
     std::string buffer(64, '\0');
     auto [ec, n] = co_await pair.stream->ReadSome(asio::buffer(buffer), cancel.slot());
     EXPECT_FALSE(ec) << ec.message();
@@ -133,10 +123,8 @@ TEST(StreamTest, ACloseQueuedBehindBytesEndsACancellableRead) {
 TEST(StreamTest, ManyStreamsOnOneContextEachSeeTheirOwnClose) {
   // One watch per context: a close is told to its own stream only.
   StreamPair closing;
-  tcp::acceptor acceptor(closing.io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  tcp::socket open_peer(closing.io);
-  open_peer.connect(acceptor.local_endpoint());
-  Stream open(acceptor.accept());
+  auto [open_near, open_peer] = test_support::ConnectLoopback(closing.io);
+  Stream open(std::move(open_near));
   closing.Run([&]() -> awaitable<void> {
     asio::write(closing.peer, asio::buffer(std::string_view("bye")));
     asio::write(open_peer, asio::buffer(std::string_view("hello")));
@@ -144,9 +132,7 @@ TEST(StreamTest, ManyStreamsOnOneContextEachSeeTheirOwnClose) {
     co_await Sleep(milliseconds(20));
     EXPECT_EQ(co_await ReadOnce(*closing.stream), "bye");
     EXPECT_EQ(co_await ReadOnce(open), "hello");
-    std::string buffer(64, '\0');
-    auto [ec, n] = co_await closing.stream->ReadSome(asio::buffer(buffer));
-    EXPECT_EQ(ec, asio::error::eof);
+    EXPECT_EQ(co_await ReadError(*closing.stream), asio::error::eof);
     asio::steady_timer later(closing.io, milliseconds(20));
     later.async_wait(
         [&](error_code) { asio::write(open_peer, asio::buffer(std::string_view("more"))); });
