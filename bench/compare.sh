@@ -57,6 +57,9 @@ fi
 log() { echo "compare: $*" >&2; }
 selected() { [ -z "$only" ] || grep -Eq -e "$only" <<<"$1"; }  # test name
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+# The tree the run started from (files edited during a long run do not count).
+commit_at_start=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')
+changed_at_start=$(git -C "$repo" diff --name-only HEAD 2>/dev/null | head -4 | paste -sd, - | sed 's/,/, /g')
 
 # ---------------------------------------------------------------------------------------------
 # Build (incremental; a fresh clone builds nerava-proxy and nerava-bench in Release).
@@ -519,7 +522,7 @@ machine=$(
   echo "- memory: $(free -h | awk '/^Mem:/ {print $2 " total, " $7 " available"}')"
   echo "- load average (1, 5, 15 min) at the start: $load_start; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- kernel: $(uname -r); PostgreSQL $(pg_config --version 2>/dev/null | awk '{print $2}'), Redis $(redis-server --version 2>/dev/null | awk '{print $3}' | sed 's/^v=//')"
-  echo "- nerava-proxy $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$repo" diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)'), $(pgbouncer --version 2>/dev/null | head -1), $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}'), $(pgpool --version 2>&1 | awk '{print "Pgpool-II " $3}'), $(nutcracker --version 2>&1 | awk '/nutcracker-/ {sub("nutcracker-", "", $NF); print "twemproxy " $NF}')"
+  echo "- nerava-proxy $commit_at_start${changed_at_start:+ (+ uncommitted changes to $changed_at_start)}, $(pgbouncer --version 2>/dev/null | head -1), $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}'), $(pgpool --version 2>&1 | awk '{print "Pgpool-II " $3}'), $(nutcracker --version 2>&1 | awk '/nutcracker-/ {sub("nutcracker-", "", $NF); print "twemproxy " $NF}')"
 )
 skipped_text=$(for s in "${skipped[@]}"; do echo "- skipped $s"; done)
 quick_flag=""

@@ -13,8 +13,8 @@ packages=(
   # real servers and clients for tests and the sandbox
   postgresql postgresql-contrib postgresql-client redis-server redis-tools
   python3 python3-psycopg python3-redis python3-pytest openssl curl procps iproute2
-  # peers for bench/compare.sh
-  pgbouncer haproxy
+  # peers for bench/compare.sh (Pgpool-II, twemproxy): it starts its own instances on free ports
+  pgbouncer haproxy pgpool2 nutcracker
   # promtool for scripts/check-deploy.sh (alert rules: check + unit tests)
   prometheus
 )
