@@ -34,6 +34,8 @@ struct PeerClose {
   bool reading = false;
   // The watch ended that read: its abort means "read again", not a cancel.
   bool woken = false;
+  // Drained reads started on this socket: a read ending late must not undo a newer one's state.
+  uint64_t reads = 0;
   asio::cancellation_signal wake;
 };
 

@@ -63,6 +63,8 @@ class DrainedReadScope {
   DrainedReadScope(std::shared_ptr<PeerClose> mark, asio::cancellation_slot caller)
       : mark_(std::move(mark)), caller_(caller) {
     mark_->reading = true;
+    mark_->woken = false;
+    mine_ = ++mark_->reads;
     if (caller_.is_connected()) {
       caller_.assign([this](asio::cancellation_type_t type) {
         cancelled_by_caller_ = true;
@@ -71,8 +73,11 @@ class DrainedReadScope {
     }
   }
   ~DrainedReadScope() {
-    mark_->reading = false;
-    mark_->wake.slot().clear();
+    // A read started after a Cancel, before this one resumed, owns the mark's slot now.
+    if (mark_->reads == mine_) {
+      mark_->reading = false;
+      mark_->wake.slot().clear();
+    }
     if (caller_.is_connected()) caller_.clear();
   }
   DrainedReadScope(const DrainedReadScope&) = delete;
@@ -82,6 +87,7 @@ class DrainedReadScope {
 
  private:
   std::shared_ptr<PeerClose> mark_;
+  uint64_t mine_ = 0;
   asio::cancellation_slot caller_;
   bool cancelled_by_caller_ = false;
 };
@@ -154,19 +160,25 @@ tcp::socket& Stream::socket() {
   return std::get<tcp::socket>(impl_);
 }
 
-Stream::~Stream() {
-  // A read the socket's destruction aborts must not take that for the watch's wake-up.
-  if (peer_close_) peer_close_->woken = false;
+Stream::~Stream() { ForgetWakeUp(); }
+
+// A read that our own cancel, close or destruction aborts must not take that for the watch's
+// wake-up (whose handler may have run just before, in the same reactor pass).
+void Stream::ForgetWakeUp() {
+  if (!peer_close_) return;
+  peer_close_->woken = false;
+  peer_close_->reading = false;
 }
 
 void Stream::Close() {
-  if (peer_close_) peer_close_->woken = false;
+  ForgetWakeUp();
   error_code ignored;
   socket().shutdown(tcp::socket::shutdown_both, ignored);
   socket().close(ignored);
 }
 
 void Stream::Cancel() {
+  ForgetWakeUp();
   error_code ignored;
   socket().cancel(ignored);
 }

@@ -25,7 +25,8 @@ class Stream {
   explicit Stream(tcp::socket socket);
   ~Stream();
   Stream(Stream&&) = default;
-  Stream& operator=(Stream&&) = default;
+  // Not assignable: a read in flight would go on to the new socket.
+  Stream& operator=(Stream&&) = delete;
 
   awaitable<std::tuple<error_code, size_t>> ReadSome(asio::mutable_buffer buffer);
   // A read that `cancel` ends early (operation_aborted). On TLS a cancel inside a record leaves
@@ -84,6 +85,7 @@ class Stream {
 
   awaitable<std::tuple<error_code, size_t>> ReadPlain(asio::mutable_buffer buffer,
                                                       asio::cancellation_slot cancel);
+  void ForgetWakeUp();
 
   std::variant<tcp::socket, TlsSocket> impl_;
   // Null when the read is Asio's own (the watch was refused, or no drained read is built).
