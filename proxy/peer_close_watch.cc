@@ -54,7 +54,7 @@ void PeerCloseWatch::Arm() {
   ready_->async_wait(asio::posix::descriptor_base::wait_read, [this](error_code ec) {
     if (ec) return;  // closed at shutdown
     Drain();
-    Arm();  // same handler, no reactor turn in between: a close after Drain raises a new edge
+    Arm();  // its EPOLL_CTL_MOD reports a close that came after Drain
   });
 }
 

@@ -13,8 +13,8 @@
 // waiting on it; the reader then reads the socket once more without waiting (Stream::ReadSome).
 // Cost: one epoll_ctl per connection, and one wake-up per peer close.
 //
-// The set is drained and re-armed inside one handler, so no close is lost between the two: that
-// needs the context's reactor to run on one thread, as every context in the proxy does.
+// No close is lost between draining the set and waiting on it again: Asio arms a wait with
+// EPOLL_CTL_MOD, which reports the set at once if it became ready in between.
 #pragma once
 
 #include <cstdint>

@@ -56,12 +56,11 @@ namespace {
 
 // While a drained read waits: the peer's close and the caller's cancel both end it through the
 // mark's signal. Undone however the read ends, the coroutine's destruction included (the slots
-// would otherwise call into a destroyed frame). It shares the mark: a frame may be destroyed
-// after its Stream, at the context's end.
+// would otherwise call into a destroyed frame). The reading frame holds the mark alive.
 class DrainedReadScope {
  public:
-  DrainedReadScope(std::shared_ptr<PeerClose> mark, asio::cancellation_slot caller)
-      : mark_(std::move(mark)), caller_(caller) {
+  DrainedReadScope(PeerClose& mark, asio::cancellation_slot caller)
+      : mark_(&mark), caller_(caller) {
     mark_->reading = true;
     mark_->woken = false;
     mine_ = ++mark_->reads;
@@ -86,7 +85,7 @@ class DrainedReadScope {
   bool cancelled_by_caller() const { return cancelled_by_caller_; }
 
  private:
-  std::shared_ptr<PeerClose> mark_;
+  PeerClose* mark_;
   uint64_t mine_ = 0;
   asio::cancellation_slot caller_;
   bool cancelled_by_caller_ = false;
@@ -99,7 +98,7 @@ awaitable<std::tuple<error_code, size_t>> Stream::ReadPlain(asio::mutable_buffer
   // The frame keeps its own share of the mark: the Stream may be gone when the read ends.
   const std::shared_ptr<PeerClose> mark = peer_close_;
   if (mark && !mark->seen) {
-    DrainedReadScope scope(mark, cancel);
+    DrainedReadScope scope(*mark, cancel);
     auto [ec, n] = co_await AsyncReadDrained(
         std::get<tcp::socket>(impl_), buffer,
         asio::bind_cancellation_slot(mark->wake.slot(), kNoThrow));
