@@ -32,6 +32,10 @@
 #include <boost/asio/detail/socket_ops.hpp>
 #endif
 
+namespace boost::asio::detail {
+class epoll_reactor;  // declared only where Asio uses epoll
+}  // namespace boost::asio::detail
+
 namespace nerava::proxy {
 
 #ifdef NERAVA_DRAINED_READ
@@ -115,12 +119,12 @@ struct SocketAccess : tcp::socket {
 
 struct Initiate {
   template <typename Handler>
-  void operator()(Handler&& handler_in, tcp::socket* socket, asio::mutable_buffer buffer) const {
+  void operator()(Handler&& handler_in, tcp::socket* socket, detail::epoll_reactor* reactor_ptr,
+                  asio::mutable_buffer buffer) const {
     using HandlerType = std::decay_t<Handler>;
     HandlerType handler(std::forward<Handler>(handler_in));
     auto& impl = SocketAccess::Impl(*socket).get_implementation();
-    auto& reactor = asio::use_service<detail::epoll_reactor>(
-        asio::query(socket->get_executor(), asio::execution::context));
+    detail::epoll_reactor& reactor = *reactor_ptr;
     const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(handler);
     auto slot = asio::get_associated_cancellation_slot(handler);
 
@@ -140,14 +144,27 @@ struct Initiate {
 }  // namespace drained_read_detail
 #endif
 
-// Reads some bytes like `socket.async_read_some`. The socket must be in non-blocking mode
-// (Stream puts it there); otherwise, and for an empty buffer, this is `async_read_some`.
-template <typename Token>
-auto AsyncReadDrained(tcp::socket& socket, asio::mutable_buffer buffer, Token&& token) {
+// The reactor a socket's drained reads register with. Look it up once per socket, not per read:
+// use_service locks the context's service registry and compares type names on every call.
+inline asio::detail::epoll_reactor* DrainedReadReactor([[maybe_unused]] tcp::socket& socket) {
 #ifdef NERAVA_DRAINED_READ
-  if (socket.non_blocking() && buffer.size() > 0) {
+  return &asio::use_service<asio::detail::epoll_reactor>(
+      asio::query(socket.get_executor(), asio::execution::context));
+#else
+  return nullptr;
+#endif
+}
+
+// Reads some bytes like `socket.async_read_some`. The socket must be in non-blocking mode
+// (Stream puts it there) and `reactor` its DrainedReadReactor; otherwise, and for an empty
+// buffer, this is `async_read_some`.
+template <typename Token>
+auto AsyncReadDrained(tcp::socket& socket, [[maybe_unused]] asio::detail::epoll_reactor* reactor,
+                      asio::mutable_buffer buffer, Token&& token) {
+#ifdef NERAVA_DRAINED_READ
+  if (reactor != nullptr && socket.non_blocking() && buffer.size() > 0) {
     return asio::async_initiate<Token, void(error_code, std::size_t)>(
-        drained_read_detail::Initiate{}, token, &socket, buffer);
+        drained_read_detail::Initiate{}, token, &socket, reactor, buffer);
   }
 #endif
   return socket.async_read_some(buffer, std::forward<Token>(token));

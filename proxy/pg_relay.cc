@@ -126,10 +126,14 @@ awaitable<PgServer*> PgRelay::ChooseServer(const routing::StatementClass& batch)
   const bool write = !intent.replica_ok && !intent.session_state;
   WriteGate* gate = context_.write_gate;
   const auto deadline = std::chrono::steady_clock::now() + context_.failover_wait;
-  asio::steady_timer pause(client_.socket().get_executor());
+  std::optional<asio::steady_timer> pause;  // only while no node takes the batch
   for (;;) {
-    const bool may_proceed = co_await PassGate(write, deadline);
-    if (!may_proceed || shutdown_requested_) co_return nullptr;
+    // Checked here first: the gate is open nearly always, and a coroutine call costs a frame.
+    if (gate != nullptr && gate->Holds(write)) {
+      const bool may_proceed = co_await PassGate(write, deadline);
+      if (!may_proceed) co_return nullptr;
+    }
+    if (shutdown_requested_) co_return nullptr;
     auto snapshot = context_.topology->Get();
     const routing::ProtocolTopology& topology = snapshot->postgres;
     routing::RouteRequest request;
@@ -147,7 +151,15 @@ awaitable<PgServer*> PgRelay::ChooseServer(const routing::StatementClass& batch)
         context_.metrics) {
       context_.metrics->StaleReadAvoided(routing::Protocol::kPostgres).Increment();
     }
-    PgServer* target = co_await ServerFor(node);
+    PgServer* target = nullptr;
+    if (node) {
+      // The session's connection to the node, opened on first use.
+      if (auto open = servers_.find(node->name); open != servers_.end()) {
+        target = open->second.get();
+      } else {
+        target = co_await ServerFor(node);
+      }
+    }
     if (target) {
       const bool on_primary = node->role != routing::Role::kReplica;
       batch_route_ = on_primary ? "primary" : "replica";
@@ -174,8 +186,9 @@ awaitable<PgServer*> PgRelay::ChooseServer(const routing::StatementClass& batch)
     // No node takes it: a failover is under way (no primary yet, or the one named does not
     // answer before the monitor notices). Wait for the topology to settle, within bounds.
     if (std::chrono::steady_clock::now() >= deadline) co_return nullptr;
-    pause.expires_after(std::chrono::milliseconds(50));
-    co_await pause.async_wait(kNoThrow);
+    if (!pause) pause.emplace(client_.socket().get_executor());
+    pause->expires_after(std::chrono::milliseconds(50));
+    co_await pause->async_wait(kNoThrow);
   }
 }
 

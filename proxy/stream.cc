@@ -30,6 +30,7 @@ Stream::Stream(tcp::socket socket) : impl_(std::move(socket)) {
   peer_close_ =
       asio::use_service<PeerCloseWatch>(asio::query(plain.get_executor(), asio::execution::context))
           .Watch(plain);
+  if (peer_close_) reactor_ = DrainedReadReactor(plain);
 #endif
 }
 
@@ -100,7 +101,7 @@ awaitable<std::tuple<error_code, size_t>> Stream::ReadPlain(asio::mutable_buffer
   if (mark && !mark->seen) {
     DrainedReadScope scope(*mark, cancel);
     auto [ec, n] = co_await AsyncReadDrained(
-        std::get<tcp::socket>(impl_), buffer,
+        std::get<tcp::socket>(impl_), reactor_, buffer,
         asio::bind_cancellation_slot(mark->wake.slot(), kNoThrow));
     // Only the watch's wake-up reads again; a cancel or close of ours stays an abort.
     if (ec != asio::error::operation_aborted || !mark->woken || scope.cancelled_by_caller()) {

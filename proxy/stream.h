@@ -11,6 +11,10 @@
 #include "proxy/asio.h"
 #include "proxy/peer_close_watch.h"
 
+namespace boost::asio::detail {
+class epoll_reactor;  // declared only where Asio uses epoll (proxy/drained_read.h)
+}  // namespace boost::asio::detail
+
 namespace nerava::proxy {
 
 // Resolves `host` and connects to the first address that answers, with TCP_NODELAY (the proxy
@@ -90,6 +94,7 @@ class Stream {
   std::variant<tcp::socket, TlsSocket> impl_;
   // Null when the read is Asio's own (the watch was refused, or no drained read is built).
   std::shared_ptr<PeerClose> peer_close_;
+  asio::detail::epoll_reactor* reactor_ = nullptr;  // where drained reads wait (with the mark)
 };
 
 }  // namespace nerava::proxy

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <limits>
-#include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 
 namespace nerava::routing {
@@ -30,7 +30,8 @@ Choice ChooseReplica(const ProtocolTopology& topology, const RoutePolicy& policy
                      std::optional<double> seconds_override, std::optional<uint64_t> needs,
                      uint64_t affinity) {
   Choice choice;
-  std::vector<int> local;
+  // Asked for every read: no heap allocation for the few local replicas a region has.
+  absl::InlinedVector<int, 8> local;
   int best_remote = -1;
   for (int i = 0; i < static_cast<int>(topology.nodes.size()); ++i) {
     const NodeState& node = topology.nodes[i];

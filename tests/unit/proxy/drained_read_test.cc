@@ -34,7 +34,8 @@ struct SocketPair {
 
 awaitable<std::string> ReadOnce(tcp::socket& socket, size_t size) {
   std::string buffer(size, '\0');
-  auto [ec, n] = co_await AsyncReadDrained(socket, asio::buffer(buffer), kNoThrow);
+  auto [ec, n] = co_await AsyncReadDrained(socket, DrainedReadReactor(socket),
+                                           asio::buffer(buffer), kNoThrow);
   EXPECT_FALSE(ec) << ec.message();
   buffer.resize(n);
   co_return buffer;
@@ -89,7 +90,8 @@ TEST(DrainedReadTest, ThePeerClosingEndsTheReadWithEof) {
     EXPECT_EQ(co_await ReadOnce(pair.reader, 64), "last");
     pair.writer.close();
     std::string buffer(64, '\0');
-    auto [ec, n] = co_await AsyncReadDrained(pair.reader, asio::buffer(buffer), kNoThrow);
+    auto [ec, n] = co_await AsyncReadDrained(pair.reader, DrainedReadReactor(pair.reader),
+                                             asio::buffer(buffer), kNoThrow);
     EXPECT_EQ(ec, asio::error::eof);
     EXPECT_EQ(n, 0u);
   });
@@ -100,7 +102,8 @@ TEST(DrainedReadTest, AWaitingReadIsCancelledByTheOtherSideOfAnOr) {
   SocketPair pair;
   pair.Run([&]() -> awaitable<void> {
     std::string buffer(64, '\0');
-    auto outcome = co_await (AsyncReadDrained(pair.reader, asio::buffer(buffer), kNoThrow) ||
+    auto outcome = co_await (AsyncReadDrained(pair.reader, DrainedReadReactor(pair.reader),
+                                              asio::buffer(buffer), kNoThrow) ||
                              Sleep(milliseconds(20)));
     EXPECT_EQ(outcome.index(), 1u);
     pair.Write("after");
@@ -114,7 +117,8 @@ TEST(DrainedReadTest, SocketCancelAbortsAWaitingRead) {
     asio::steady_timer later(pair.io, milliseconds(20));
     later.async_wait([&](error_code) { pair.reader.cancel(); });
     std::string buffer(64, '\0');
-    auto [ec, n] = co_await AsyncReadDrained(pair.reader, asio::buffer(buffer), kNoThrow);
+    auto [ec, n] = co_await AsyncReadDrained(pair.reader, DrainedReadReactor(pair.reader),
+                                             asio::buffer(buffer), kNoThrow);
     EXPECT_EQ(ec, asio::error::operation_aborted);
   });
 }
