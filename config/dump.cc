@@ -157,6 +157,11 @@ std::string DumpMasked(const Config& c) {
   out << YAML::Key << "failover" << YAML::Value << YAML::BeginMap;
   Field(out, "wait", FormatDuration(c.failover.wait));
   out << YAML::EndMap;
+  out << YAML::Key << "server_keepalive" << YAML::Value << YAML::BeginMap;
+  Field(out, "idle", FormatDuration(c.server_keepalive.idle));
+  Field(out, "interval", FormatDuration(c.server_keepalive.interval));
+  Field(out, "count", c.server_keepalive.count);
+  out << YAML::EndMap;
   out << YAML::Key << "admin" << YAML::Value << YAML::BeginMap;
   Field(out, "socket", c.admin.socket);
   Field(out, "http", c.admin.http.has_value() ? c.admin.http->ToString() : std::string());

@@ -135,8 +135,8 @@ class Parser {
 
   void Root(const YAML::Node& root, Config& c) {
     Map m(errors_, root, "",
-          {"region", "primary_region", "postgres", "redis", "monitor", "failover", "admin",
-           "workers", "shutdown_timeout", "log_level"});
+          {"region", "primary_region", "postgres", "redis", "monitor", "failover",
+           "server_keepalive", "admin", "workers", "shutdown_timeout", "log_level"});
     String(m, "region", c.region);
     String(m, "primary_region", c.primary_region);
     // "postgres:" with nothing under it reads as an absent section, like a commented-out one.
@@ -150,6 +150,12 @@ class Parser {
     if (const YAML::Node* n = m.Find("failover")) {
       Map f(errors_, *n, "failover", {"wait"});
       Duration(f, "wait", c.failover.wait);
+    }
+    if (const YAML::Node* n = m.Find("server_keepalive")) {
+      Map k(errors_, *n, "server_keepalive", {"idle", "interval", "count"});
+      Duration(k, "idle", c.server_keepalive.idle);
+      Duration(k, "interval", c.server_keepalive.interval);
+      Int(k, "count", c.server_keepalive.count, 1, 127);  // Linux's TCP_KEEPCNT range
     }
     AdminSection(m, c.admin);
     Int(m, "workers", c.workers, 0, 4096);

@@ -134,6 +134,19 @@ void ValidateConfig(Config& c, const Origins& origins, ErrorList& errors) {
     }
   }
 
+  // The kernel counts keepalive times in whole seconds, up to 32767 (TCP_KEEPIDLE, _KEEPINTVL).
+  constexpr milliseconds kMaxKeepalive{32767 * 1000};
+  const TcpKeepalive& keepalive = c.server_keepalive;
+  if (keepalive.idle != milliseconds(0) &&
+      (keepalive.idle < milliseconds(1000) || keepalive.idle > kMaxKeepalive ||
+       keepalive.idle.count() % 1000 != 0)) {
+    errors.Add("server_keepalive.idle", "must be 0 (off) or whole seconds from 1s to 32767s");
+  }
+  if (keepalive.interval < milliseconds(1000) || keepalive.interval > kMaxKeepalive ||
+      keepalive.interval.count() % 1000 != 0) {
+    errors.Add("server_keepalive.interval", "must be whole seconds from 1s to 32767s");
+  }
+
   if (c.monitor.interval < milliseconds(10)) {
     errors.Add("monitor.interval", "must be at least 10ms");
   }

@@ -137,7 +137,8 @@ awaitable<std::optional<PgBackendResult>> ReadUntilReady(PgBackend& backend,
 awaitable<PgBackendResult> Connect(const PgBackendTarget& target, const PgBackendOptions& options,
                                    const StartupParameters& parameters, const std::string& user,
                                    const std::string& password) {
-  absl::StatusOr<tcp::socket> socket = co_await ConnectTcp(target.host, target.port);
+  absl::StatusOr<tcp::socket> socket =
+      co_await ConnectTcp(target.host, target.port, options.keepalive);
   if (!socket.ok()) co_return Fail(target, std::string(socket.status().message()));
 
   auto backend = std::make_unique<PgBackend>(std::move(*socket));

@@ -40,6 +40,7 @@ struct PgBackendOptions {
   std::chrono::milliseconds connect_timeout{5000};
   pg::Limits limits;
   Metrics* metrics = nullptr;  // counts the open connection in backend_connections when set
+  config::TcpKeepalive keepalive;
 };
 
 struct PgBackend {

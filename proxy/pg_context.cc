@@ -11,6 +11,7 @@ absl::StatusOr<std::shared_ptr<const PgContext>> MakePgContext(const config::Con
   auto context = std::make_shared<PgContext>();
   context->settings = pg;
   context->failover_wait = config.failover.wait;
+  context->server_keepalive = config.server_keepalive;
   context->read_only = read_only;
   context->limits.max_message = pg.max_message_bytes;
   context->route_policy.local_region = config.region;

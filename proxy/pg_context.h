@@ -36,6 +36,7 @@ struct PgUserEntry {
 struct PgContext {
   config::Postgres settings;
   std::chrono::milliseconds failover_wait{30000};
+  config::TcpKeepalive server_keepalive;
   bool read_only = false;  // the pg_readonly listener
   pg::Limits limits;
   std::map<std::string, PgUserEntry, std::less<>> users;

@@ -210,7 +210,8 @@ awaitable<PgBackendResult> OpenPgServer(const PgContext& context, const PgBacken
     }
   }
   PgBackendOptions options{context.settings.backend_tls, context.backend_tls,
-                           context.settings.connect_timeout, context.limits, context.metrics};
+                           context.settings.connect_timeout, context.limits, context.metrics,
+                           context.server_keepalive};
   co_return co_await ConnectPgBackend(target, options, parameters, user, password);
 }
 

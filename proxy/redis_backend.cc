@@ -45,7 +45,8 @@ awaitable<std::string> ReadReplayReplies(RedisBackend& backend, size_t count) {
 awaitable<RedisBackendResult> Connect(const RedisBackendTarget& target,
                                       const RedisBackendOptions& options,
                                       const std::vector<RedisCommand>& replay) {
-  absl::StatusOr<tcp::socket> socket = co_await ConnectTcp(target.host, target.port);
+  absl::StatusOr<tcp::socket> socket =
+      co_await ConnectTcp(target.host, target.port, options.keepalive);
   if (!socket.ok()) {
     co_return Fail(target, std::string(socket.status().message()), /*unreachable=*/true);
   }

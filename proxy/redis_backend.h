@@ -34,6 +34,7 @@ struct RedisBackendOptions {
   std::chrono::milliseconds connect_timeout{5000};
   redis::Limits limits;
   Metrics* metrics = nullptr;  // counts the open connection in backend_connections when set
+  config::TcpKeepalive keepalive;
 };
 
 struct RedisBackend {

@@ -12,6 +12,7 @@ absl::StatusOr<std::shared_ptr<const RedisContext>> MakeRedisContext(const confi
   auto context = std::make_shared<RedisContext>();
   context->settings = redis;
   context->failover_wait = config.failover.wait;
+  context->server_keepalive = config.server_keepalive;
   try {
     if (redis.tls.enabled()) {
       auto tls = std::make_shared<ssl::context>(ssl::context::tls_server);

@@ -24,6 +24,7 @@ class ClientRegistry;
 struct RedisContext {
   config::Redis settings;
   std::chrono::milliseconds failover_wait{30000};
+  config::TcpKeepalive server_keepalive;
   redis::Limits limits;
   std::shared_ptr<ssl::context> server_tls;   // null: clients speak plain RESP
   std::shared_ptr<ssl::context> backend_tls;  // null: servers are reached without TLS

@@ -289,7 +289,7 @@ awaitable<RedisBackendResult> RedisSession::BackendFor(const routing::NodeState&
   co_await Flush();  // requests before this one must not wait for the connect
   RedisBackendTarget where{node.name, node.host, node.port};
   RedisBackendOptions options{context_->backend_tls, context_->settings.connect_timeout,
-                              context_->limits, context_->metrics};
+                              context_->limits, context_->metrics, context_->server_keepalive};
   RedisBackendResult result =
       co_await ConnectRedisBackend(where, options, ReplayCommands(conn_, context_->settings));
   if (!result.backend) co_return result;

@@ -56,7 +56,7 @@ std::shared_ptr<RedisSharedLink> RedisSharedLink::For(const routing::NodeState& 
   slot.link = std::make_shared<RedisSharedLink>(
       executor, RedisBackendTarget{node.name, node.host, node.port}, context.limits);
   RedisBackendOptions options{context.backend_tls, context.settings.connect_timeout,
-                              context.limits, context.metrics};
+                              context.limits, context.metrics, context.server_keepalive};
   asio::co_spawn(executor,
                  slot.link->Open(slot.link, std::move(options),
                                  ReplayCommands(RedisConnState{}, context.settings)),

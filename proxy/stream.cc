@@ -1,12 +1,15 @@
 #include "proxy/stream.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/ssl.h>
 
 #include "proxy/drained_read.h"
 
 namespace nerava::proxy {
 
-awaitable<absl::StatusOr<tcp::socket>> ConnectTcp(const std::string& host, uint16_t port) {
+awaitable<absl::StatusOr<tcp::socket>> ConnectTcp(const std::string& host, uint16_t port,
+                                                  const config::TcpKeepalive& keepalive) {
   auto executor = co_await asio::this_coro::executor;
   tcp::resolver resolver(executor);
   auto [resolve_error, endpoints] =
@@ -19,7 +22,27 @@ awaitable<absl::StatusOr<tcp::socket>> ConnectTcp(const std::string& host, uint1
   if (connect_error) co_return absl::UnavailableError(connect_error.message());
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
+  if (error_code ec = SetKeepalive(socket, keepalive)) {
+    co_return absl::InternalError("cannot set TCP keepalive: " + ec.message());
+  }
   co_return socket;
+}
+
+error_code SetKeepalive(tcp::socket& socket, const config::TcpKeepalive& keepalive) {
+  using Idle = asio::detail::socket_option::integer<IPPROTO_TCP, TCP_KEEPIDLE>;
+  using Interval = asio::detail::socket_option::integer<IPPROTO_TCP, TCP_KEEPINTVL>;
+  using Count = asio::detail::socket_option::integer<IPPROTO_TCP, TCP_KEEPCNT>;
+  const auto seconds = [](std::chrono::milliseconds time) {
+    return static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(time).count());
+  };
+  error_code ec;
+  const bool on = keepalive.idle.count() > 0;
+  socket.set_option(asio::socket_base::keep_alive(on), ec);
+  if (ec || !on) return ec;
+  socket.set_option(Idle(seconds(keepalive.idle)), ec);
+  if (!ec) socket.set_option(Interval(seconds(keepalive.interval)), ec);
+  if (!ec) socket.set_option(Count(keepalive.count), ec);
+  return ec;
 }
 
 Stream::Stream(tcp::socket socket) : impl_(std::move(socket)) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "nerava/config/config.h"
 #include "proxy/asio.h"
 #include "proxy/peer_close_watch.h"
 
@@ -18,8 +19,13 @@ class epoll_reactor;  // declared only where Asio uses epoll (proxy/drained_read
 namespace nerava::proxy {
 
 // Resolves `host` and connects to the first address that answers, with TCP_NODELAY (the proxy
-// relays small requests and replies: Nagle would hold them back). The error names the step.
-awaitable<absl::StatusOr<tcp::socket>> ConnectTcp(const std::string& host, uint16_t port);
+// relays small requests and replies: Nagle would hold them back) and `keepalive` (see
+// config::TcpKeepalive; idle 0 leaves it off). The error names the step.
+awaitable<absl::StatusOr<tcp::socket>> ConnectTcp(const std::string& host, uint16_t port,
+                                                  const config::TcpKeepalive& keepalive);
+
+// Turns TCP keepalive on with the given times, or off when `keepalive.idle` is 0.
+error_code SetKeepalive(tcp::socket& socket, const config::TcpKeepalive& keepalive);
 
 class Stream {
  public:

@@ -220,6 +220,7 @@ function checkExampleAgainstValues(region, docs, v) {
   want("monitor", cfg.monitor, { interval: v.config.monitor.interval,
     failure_threshold: v.config.monitor.failureThreshold });
   want("failover", cfg.failover, v.config.failover);
+  want("server_keepalive", cfg.server_keepalive, v.config.serverKeepalive);
   want("log_level/shutdown_timeout/workers", [cfg.log_level, cfg.shutdown_timeout, cfg.workers],
     [v.config.logLevel, v.config.shutdownTimeout, v.config.workers]);
 

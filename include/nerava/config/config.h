@@ -111,6 +111,16 @@ struct Failover {
   std::chrono::milliseconds wait{30000};
 };
 
+// TCP keepalive on the proxy's connections to PostgreSQL and Redis. A sidecar keeps idle server
+// connections open across regions, through NAT gateways and load balancers that forget an idle
+// flow after a few minutes (AWS NAT: 350 s): keepalive probes keep the flow known, and a path
+// that died is found while the connection idles rather than when a request waits on it.
+struct TcpKeepalive {
+  std::chrono::milliseconds idle{60000};      // quiet time before the first probe; 0: off
+  std::chrono::milliseconds interval{10000};  // between unanswered probes
+  int count = 6;                              // unanswered probes before the connection fails
+};
+
 struct Admin {
   std::string socket = "/run/nerava-proxy/admin.sock";  // empty: no admin socket
   std::optional<Endpoint> http = Endpoint{"127.0.0.1", 9187};
@@ -124,6 +134,7 @@ struct Config {
   std::optional<Redis> redis;
   Monitor monitor;
   Failover failover;
+  TcpKeepalive server_keepalive;
   Admin admin;
   int workers = 0;                                   // 0: one per core
   std::chrono::milliseconds shutdown_timeout{10000}; // drain time on SIGTERM

@@ -89,6 +89,9 @@ TEST(ConfigTest, MinimalFileGetsDefaults) {
   EXPECT_EQ(c->monitor.failure_threshold, 3);
   EXPECT_EQ(c->monitor.timeout, milliseconds(1000));  // at least 1 s
   EXPECT_EQ(c->failover.wait, milliseconds(30000));
+  EXPECT_EQ(c->server_keepalive.idle, milliseconds(60000));
+  EXPECT_EQ(c->server_keepalive.interval, milliseconds(10000));
+  EXPECT_EQ(c->server_keepalive.count, 6);
   EXPECT_EQ(c->admin.socket, "/run/nerava-proxy/admin.sock");
   ASSERT_TRUE(c->admin.http.has_value());
   EXPECT_EQ(c->admin.http->ToString(), "127.0.0.1:9187");
@@ -134,6 +137,7 @@ redis:
   sentinel: {addresses: ["s1:26379", {host: s2, port: 26380}], master: mymaster}
 monitor: {interval: 1s, failure_threshold: 5, timeout: 900ms}
 failover: {wait: 2m}
+server_keepalive: {idle: 2m, interval: 5s, count: 3}
 admin: {socket: "", http: ""}
 workers: 4
 shutdown_timeout: 1h
@@ -185,6 +189,9 @@ log_level: debug
   EXPECT_EQ(c->monitor.failure_threshold, 5);
   EXPECT_EQ(c->monitor.timeout, milliseconds(900));
   EXPECT_EQ(c->failover.wait, milliseconds(120000));
+  EXPECT_EQ(c->server_keepalive.idle, milliseconds(120000));
+  EXPECT_EQ(c->server_keepalive.interval, milliseconds(5000));
+  EXPECT_EQ(c->server_keepalive.count, 3);
   EXPECT_EQ(c->admin.socket, "");
   EXPECT_FALSE(c->admin.http.has_value());
   EXPECT_EQ(c->workers, 4);
@@ -584,6 +591,26 @@ TEST(ConfigTest, MonitorRules) {
   c = Load(Valid("monitor: {interval: 2s}\n"));
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->monitor.timeout, milliseconds(1600));
+}
+
+TEST(ConfigTest, KeepaliveTimesAreWholeSecondsTheKernelTakes) {
+  absl::StatusOr<Config> c = Load(Valid("server_keepalive: {idle: 0}\n"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->server_keepalive.idle, milliseconds(0));  // off
+  EXPECT_EQ(OneError(Valid("server_keepalive: {idle: 1500ms}\n")),
+            "test.yaml: server_keepalive.idle: must be 0 (off) or whole seconds from 1s to "
+            "32767s");
+  EXPECT_EQ(OneError(Valid("server_keepalive: {idle: 32768s}\n")),
+            "test.yaml: server_keepalive.idle: must be 0 (off) or whole seconds from 1s to "
+            "32767s");
+  EXPECT_EQ(OneError(Valid("server_keepalive: {interval: 0}\n")),
+            "test.yaml: server_keepalive.interval: must be whole seconds from 1s to 32767s");
+  EXPECT_EQ(OneError(Valid("server_keepalive: {count: 0}\n")),
+            "test.yaml: server_keepalive.count: must be at least 1, got 0");
+  EXPECT_EQ(OneError(Valid("server_keepalive: {count: 128}\n")),
+            "test.yaml: server_keepalive.count: must be at most 127, got 128");
+  EXPECT_THAT(OneError(Valid("server_keepalive: {probes: 3}\n")),
+              StartsWith("test.yaml: server_keepalive.probes: unknown key"));
 }
 
 TEST(ConfigTest, WorkersNotNegative) {

@@ -1,6 +1,9 @@
 #include "proxy/stream.h"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
@@ -192,6 +195,51 @@ TEST(StreamTest, ACancellableReadGetsWhatArrives) {
     EXPECT_FALSE(ec) << ec.message();
     EXPECT_EQ(buffer.substr(0, n), "reply");
   });
+}
+
+// ---------------------------------------------------------------------------- TCP keepalive
+
+int SocketOption(tcp::socket& socket, int level, int name) {
+  int value = -1;
+  socklen_t size = sizeof(value);
+  EXPECT_EQ(::getsockopt(socket.native_handle(), level, name, &value, &size), 0);
+  return value;
+}
+
+// What ConnectTcp made of `keepalive` on a real connection to a loopback listener.
+struct KeepaliveSeen {
+  int on = -1, idle = -1, interval = -1, count = -1;
+};
+
+KeepaliveSeen ConnectWith(const config::TcpKeepalive& keepalive) {
+  asio::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  KeepaliveSeen seen;
+  test_support::RunBounded(io, [&]() -> awaitable<void> {
+    absl::StatusOr<tcp::socket> socket =
+        co_await ConnectTcp("127.0.0.1", acceptor.local_endpoint().port(), keepalive);
+    EXPECT_TRUE(socket.ok()) << socket.status();
+    if (!socket.ok()) co_return;
+    seen.on = SocketOption(*socket, SOL_SOCKET, SO_KEEPALIVE);
+    seen.idle = SocketOption(*socket, IPPROTO_TCP, TCP_KEEPIDLE);
+    seen.interval = SocketOption(*socket, IPPROTO_TCP, TCP_KEEPINTVL);
+    seen.count = SocketOption(*socket, IPPROTO_TCP, TCP_KEEPCNT);
+  });
+  return seen;
+}
+
+TEST(ConnectTcpTest, ServerConnectionsProbeAnIdlePathWithTheConfiguredTimes) {
+  const KeepaliveSeen seen = ConnectWith({.idle = std::chrono::seconds(75),
+                                          .interval = std::chrono::seconds(7),
+                                          .count = 4});
+  EXPECT_EQ(seen.on, 1);
+  EXPECT_EQ(seen.idle, 75);
+  EXPECT_EQ(seen.interval, 7);
+  EXPECT_EQ(seen.count, 4);
+}
+
+TEST(ConnectTcpTest, AnIdleTimeOfZeroLeavesKeepaliveOff) {
+  EXPECT_EQ(ConnectWith({.idle = milliseconds(0)}).on, 0);
 }
 
 }  // namespace

@@ -73,6 +73,10 @@ monitor:
   failure_threshold: {{ $c.monitor.failureThreshold }}
 failover:
   wait: {{ $c.failover.wait }}
+server_keepalive:
+  idle: {{ $c.serverKeepalive.idle }}
+  interval: {{ $c.serverKeepalive.interval }}
+  count: {{ $c.serverKeepalive.count }}
 admin:
   socket: /run/nerava-proxy/admin.sock
   http: 0.0.0.0:{{ .Values.ports.http }}
