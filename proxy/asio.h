@@ -7,6 +7,12 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ssl.hpp>
 
+// The recycling cache size sizes an array in Asio's per-thread state: every file of one binary
+// must agree on it. The build sets it for everything that links nerava_proxy_core
+// (proxy/CMakeLists.txt); a file that missed it would have Asio's default of 2 and stop here.
+static_assert(boost::asio::detail::thread_info_base::default_tag::cache_size == 16,
+              "build with BOOST_ASIO_RECYCLING_ALLOCATOR_CACHE_SIZE=16 (link nerava_proxy_core)");
+
 namespace nerava::proxy {
 
 namespace asio = boost::asio;

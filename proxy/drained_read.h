@@ -33,7 +33,7 @@
 #endif
 
 namespace boost::asio::detail {
-class epoll_reactor;  // declared only where Asio uses epoll
+class epoll_reactor;  // defined only where Asio uses epoll; null elsewhere (DrainedReadReactor)
 }  // namespace boost::asio::detail
 
 namespace nerava::proxy {

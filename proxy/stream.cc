@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
 
 #include "proxy/drained_read.h"
 
@@ -23,7 +24,10 @@ awaitable<absl::StatusOr<tcp::socket>> ConnectTcp(const std::string& host, uint1
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
   if (error_code ec = SetKeepalive(socket, keepalive)) {
-    co_return absl::InternalError("cannot set TCP keepalive: " + ec.message());
+    // The connection works without it: not a reason to refuse the session (or, for Redis, to
+    // take the node for unreachable).
+    spdlog::warn("cannot set TCP keepalive on the connection to {}:{}: {}", host, port,
+                 ec.message());
   }
   co_return socket;
 }

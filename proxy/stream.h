@@ -13,14 +13,15 @@
 #include "proxy/peer_close_watch.h"
 
 namespace boost::asio::detail {
-class epoll_reactor;  // declared only where Asio uses epoll (proxy/drained_read.h)
+class epoll_reactor;  // defined only where Asio uses epoll; used here by pointer (drained_read.h)
 }  // namespace boost::asio::detail
 
 namespace nerava::proxy {
 
 // Resolves `host` and connects to the first address that answers, with TCP_NODELAY (the proxy
 // relays small requests and replies: Nagle would hold them back) and `keepalive` (see
-// config::TcpKeepalive; idle 0 leaves it off). The error names the step.
+// config::TcpKeepalive; idle 0 leaves it off; a kernel that refuses it is logged, not fatal).
+// The error names the step.
 awaitable<absl::StatusOr<tcp::socket>> ConnectTcp(const std::string& host, uint16_t port,
                                                   const config::TcpKeepalive& keepalive);
 

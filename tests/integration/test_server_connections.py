@@ -7,27 +7,38 @@ from __future__ import annotations
 
 import re
 import subprocess
+from typing import Optional
 
 import psycopg
 import redis
 
 from conftest import start_proxy
+from tests.harness.topology import wait_until
 
 
-def keepalive_seconds_left(pid: int, port: int) -> list[float]:
-    """Seconds left on the keepalive timers of process `pid`'s connections to 127.0.0.1:`port`
-    (a connection without keepalive has no such timer)."""
-    out = subprocess.run(["ss", "-tnpoH", "state", "established", f"( dport = :{port} )"],
+def keepalive_timers(pid: int, port: int, local: bool = False) -> dict[int, Optional[float]]:
+    """Process `pid`'s established TCP connections to (or, with `local`, from) 127.0.0.1:`port`,
+    by the other end's port: seconds left on each one's keepalive timer, None without one."""
+    side = "sport" if local else "dport"
+    out = subprocess.run(["ss", "-tnpoH", "state", "established", f"( {side} = :{port} )"],
                          capture_output=True, text=True, timeout=10, check=True).stdout
-    left = []
+    timers: dict[int, Optional[float]] = {}
     for line in out.splitlines():
         if f"pid={pid}," not in line:
             continue
-        m = re.search(r"timer:\(keepalive,(?:(\d+)min)?(?:(\d+(?:\.\d+)?)sec)?(?:(\d+)ms)?,", line)
-        if m:
-            minutes, seconds, millis = (float(g) if g else 0.0 for g in m.groups())
-            left.append(minutes * 60 + seconds + millis / 1000)
-    return left
+        # Local address, peer address: the columns after Recv-Q and Send-Q.
+        peer_port = int(line.split()[3 if local else 2].rsplit(":", 1)[1])
+        m = re.search(r"timer:\(keepalive,([^,]+),", line)
+        timers[peer_port] = _seconds(m.group(1)) if m else None
+    return timers
+
+
+def _seconds(text: str) -> float:
+    # ss prints "1min14sec", "44sec", and below 10 s "7.692ms" (seconds, despite the unit).
+    m = re.fullmatch(r"(?:(\d+)min)?(?:(\d+)sec)?", text)
+    if m and text:
+        return int(m.group(1) or 0) * 60 + int(m.group(2) or 0)
+    return float(re.sub(r"[a-z]+$", "", text))
 
 
 def connect(proxy) -> psycopg.Connection:
@@ -35,25 +46,49 @@ def connect(proxy) -> psycopg.Connection:
 
 
 def test_server_connections_probe_an_idle_path(topology):
-    """Every connection the proxy opens to PostgreSQL and Redis has TCP keepalive with the
-    configured times: idle cross-region connections pass NAT gateways that forget quiet flows.
-    (The monitor's own libpq connections keep libpq's default: keepalive after two hours.)"""
-    nodes = topology.pg.nodes + topology.redis.nodes
-    for idle, expect_probed in (("45s", True), ("0s", False)):
+    """The proxy's connections to PostgreSQL (found by the port the server sees) and to Redis
+    have TCP keepalive with the configured times; with idle 0 they have none at all."""
+    pg_ports = {n.port for n in topology.pg.nodes}
+    for idle, probed in (("45s", True), ("0s", False)):
         with start_proxy(topology, server_keepalive={"idle": idle, "interval": "5s",
                                                      "count": 3}) as proxy:
+            pid = proxy.proc.pid
             writer = redis.Redis(host="127.0.0.1", port=proxy.redis_port, socket_timeout=10)
             reader = redis.Redis(host="127.0.0.1", port=proxy.redis_port, socket_timeout=10)
             writer.set("keepalive-probe", "1")  # the primary
-            reader.get("keepalive-probe")  # a session that wrote nothing reads from the replica
-            # A session's server connections last as long as it does: look while it is open.
             with connect(proxy) as c:
-                c.execute("select 1")  # a read: the replica
-                with c.transaction():
-                    c.execute("create temp table keepalive_probe (x int)")  # the primary
-                    for node in nodes:
-                        probed = [s for s in keepalive_seconds_left(proxy.proc.pid, node.port)
-                                  if s <= 45]
-                        assert bool(probed) == expect_probed, (idle, node.name, probed)
+                # Reads go to the replica once the monitor knows its lag.
+                replica_port = str(topology.pg.replicas[0].port)
+                wait_until("reads reach the replica",
+                           lambda: c.execute("select current_setting('port')").fetchone()[0]
+                           == replica_port, timeout=10)
+                replica_side = c.execute("select inet_client_port()").fetchone()[0]
+                with c.transaction():  # the primary
+                    primary_side = c.execute("select inet_client_port()").fetchone()[0]
+                    for proxy_port in (replica_side, primary_side):
+                        timers = keepalive_timers(pid, proxy_port, local=True)
+                        (server_port, left), = timers.items()
+                        assert server_port in pg_ports
+                        if probed:
+                            assert left is not None and left <= 45, (idle, proxy_port, left)
+                        else:
+                            assert left is None, (idle, proxy_port, left)
+                # A session that wrote nothing reads from the replica (once its lag is known).
+                replica = topology.redis.replicas[0]
+                if probed:
+                    wait_until("a Redis read reaches the replica",
+                               lambda: reader.get("keepalive-probe") is not None and any(
+                                   keepalive_timers(pid, replica.port).values()), timeout=10)
+                else:
+                    reader.get("keepalive-probe")
+                for node in topology.redis.nodes:
+                    timers = keepalive_timers(pid, node.port)
+                    # The monitor's hiredis checks have no keepalive; the proxy's data
+                    # connections (own and shared) to every node have it, or nothing has.
+                    left = [t for t in timers.values() if t is not None]
+                    if probed:
+                        assert left and all(t <= 45 for t in left), (idle, node.name, timers)
+                    else:
+                        assert not left, (idle, node.name, timers)
             writer.close()
             reader.close()
