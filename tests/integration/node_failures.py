@@ -17,7 +17,7 @@ HOW = ["crash", "unreachable"]
 
 # Proxy config overrides per way of failing. An unreachable node is marked down only after
 # failure_threshold checks have each waited out the check timeout (1 s by default: ~3 s), about
-# when Sentinel (down-after 1 s) or the test promotes a replica; a shorter timeout puts the
+# when Sentinel (down-after 2 s) or the test promotes a replica; a shorter timeout puts the
 # mark well before, so "writes resume within 1 s of the promotion" measures the proxy.
 MONITOR_FOR = {"crash": {}, "unreachable": {"monitor": {"timeout": "200ms"}}}
 

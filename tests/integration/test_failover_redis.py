@@ -3,7 +3,7 @@ servers:
 
     clients ──▶ nerava-proxy ──▶ redis-primary (us-east-1) ──repl──▶ redis-replica1 (eu-west-1)
                      ▲                   ▲
-    nerava-proxyctl switch-primary       3 × redis-sentinel (quorum 2, down after 1 s)
+    nerava-proxyctl switch-primary       3 × redis-sentinel (quorum 2, down after 2 s)
 
   planned     switch-primary redis-replica1 --promote during redis-benchmark -t set: no error
               replies, every acknowledged INCR kept, new primary ROLE master, old one its replica,
