@@ -80,10 +80,12 @@ const char* StateName(SessionState state) {
 }
 
 void RedisSession::SetState(SessionState state) {
+  // The record is written even when the state does not change: a session starts in kReady,
+  // and its row in `show clients` starts as "connecting" until told.
+  record_.SetState(StateName(state));
   if (state_ == state) return;
   spdlog::debug("redis: session {} -> {}", StateName(state_), StateName(state));
   state_ = state;
-  record_.SetState(StateName(state));
 }
 
 void RedisSession::RequestShutdown() {
