@@ -24,7 +24,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import redis
 
 from tests.harness.topology import free_port, wait_until
 
@@ -189,13 +188,9 @@ def _traffic(proxy) -> None:
         conn.execute("INSERT INTO deploy_probe VALUES (1)")
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(proxy.dsn(password="wrong-password")).close()
-    r = redis.Redis(host=proxy.host, port=proxy.redis_port, socket_timeout=5,
-                    socket_connect_timeout=5)
-    try:
-        r.set("deploy:probe", "1")
-        assert r.get("deploy:probe") == b"1"
-    finally:
-        r.close()
+    r = proxy.redis_client(socket_timeout=5, socket_connect_timeout=5)
+    r.set("deploy:probe", "1")
+    assert r.get("deploy:probe") == b"1"
 
 
 def test_rules_and_dashboard_use_only_exported_metrics(proxy):

@@ -33,7 +33,6 @@ from typing import Iterator, Optional
 
 import psycopg
 import pytest
-import redis
 
 from tests.harness.topology import APP_DB, Topology, wait_until
 from admin_helpers import ctl, ctl_ok, metric, metric_values, metrics
@@ -594,7 +593,7 @@ def test_region_switch_moves_both_protocols_and_fails_back():
         pg, rc = topo.pg, topo.redis
         pg_old, pg_new = pg.node(PRIMARY), pg.node(REPLICA)
         r_old, r_new = rc.node("redis-primary"), rc.node("redis-replica1")
-        r = redis.Redis(host="127.0.0.1", port=proxy.redis_port, socket_timeout=40)
+        r = proxy.redis_client(socket_timeout=40)
         every_node = [("postgres", pg_old.name), ("postgres", pg_new.name),
                       ("redis", r_old.name), ("redis", r_new.name)]
 

@@ -51,8 +51,7 @@ def primaries_in_metrics(proxy) -> set[str]:
 
 def proxy_client(proxy, **kwargs) -> redis.Redis:
     kwargs.setdefault("socket_timeout", 40)  # > failover.wait: a held command is not a timeout
-    kwargs.setdefault("socket_connect_timeout", 10)
-    return redis.Redis(host="127.0.0.1", port=proxy.redis_port, **kwargs)
+    return proxy.redis_client(**kwargs)
 
 
 @pytest.fixture

@@ -12,19 +12,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
 import re
 import socket
 import subprocess
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 import redis
 
 from tests.harness.topology import Topology, wait_until
-from conftest import start_proxy
+from conftest import disconnect_redis, start_proxy
 
 CMD_TIMEOUT = 60
 PASSWORD = "proxy-s3cret"
@@ -45,13 +44,11 @@ def _close_clients():
     # Idle connections would hold the proxy's drain (and its stop) for shutdown_timeout.
     yield
     while _open_clients:
-        _open_clients.pop().close()
+        disconnect_redis(_open_clients.pop())
 
 
 def client(proxy, **kwargs) -> redis.Redis:
-    kwargs.setdefault("socket_timeout", 20)
-    kwargs.setdefault("socket_connect_timeout", 10)
-    c = redis.Redis(host="127.0.0.1", port=proxy.redis_port, **kwargs)
+    c = proxy.redis_client(**kwargs)
     _open_clients.append(c)
     return c
 

@@ -26,7 +26,7 @@ import pytest
 import redis
 
 from tests.harness.topology import Topology, free_port, wait_until
-from conftest import start_proxy
+from conftest import disconnect_redis, start_proxy
 
 LOCAL_REGION = "eu-west-1"  # the replica's region (conftest: primary us-east-1)
 LINK_DELAY_S = 0.5
@@ -39,9 +39,7 @@ _open_clients: list[redis.Redis] = []
 
 
 def client(proxy, **kwargs) -> redis.Redis:
-    kwargs.setdefault("socket_timeout", 20)
-    kwargs.setdefault("socket_connect_timeout", 10)
-    c = redis.Redis(host="127.0.0.1", port=proxy.redis_port, **kwargs)
+    c = proxy.redis_client(**kwargs)
     _open_clients.append(c)
     return c
 
@@ -230,7 +228,7 @@ def _close_clients():
     # Idle connections would hold the proxy's drain (and its stop) for shutdown_timeout.
     yield
     while _open_clients:
-        _open_clients.pop().close()
+        disconnect_redis(_open_clients.pop())
 
 
 # ------------------------------------------------------------------------------ correctness

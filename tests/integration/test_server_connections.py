@@ -10,7 +10,6 @@ import subprocess
 from typing import Optional
 
 import psycopg
-import redis
 
 from conftest import start_proxy
 from tests.harness.topology import wait_until
@@ -53,8 +52,8 @@ def test_server_connections_probe_an_idle_path(topology):
         with start_proxy(topology, server_keepalive={"idle": idle, "interval": "5s",
                                                      "count": 3}) as proxy:
             pid = proxy.proc.pid
-            writer = redis.Redis(host="127.0.0.1", port=proxy.redis_port, socket_timeout=10)
-            reader = redis.Redis(host="127.0.0.1", port=proxy.redis_port, socket_timeout=10)
+            writer = proxy.redis_client(socket_timeout=10)
+            reader = proxy.redis_client(socket_timeout=10)
             writer.set("keepalive-probe", "1")  # the primary
             with connect(proxy) as c:
                 # Reads go to the replica once the monitor knows its lag.
@@ -90,5 +89,3 @@ def test_server_connections_probe_an_idle_path(topology):
                         assert left and all(t <= 45 for t in left), (idle, node.name, timers)
                     else:
                         assert not left, (idle, node.name, timers)
-            writer.close()
-            reader.close()
