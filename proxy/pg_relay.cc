@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <tuple>
 
 #include "proxy/metrics.h"
 #include "proxy/pg_server_pool.h"
@@ -351,7 +352,8 @@ awaitable<void> PgRelay::ForwardClientRequests() {
       if (!server->out.empty()) to_write.push_back(server.get());
     }
     for (PgServer* server : to_write) {
-      const bool written = co_await WriteServer(*server);
+      bool written = false;
+      if (!WriteOutInPlace(*server, written)) written = co_await WriteServer(*server);
       if (!written) {
         LoseServer(*server, "server connection to PostgreSQL node \"" +
                                 server->backend->target.node_name + "\" was lost");
@@ -368,6 +370,19 @@ awaitable<void> PgRelay::ForwardClientRequests() {
     client_in_.Commit(n);
     if (client_in_.empty()) client_in_.ShrinkTo(kReadChunk * 4);
   }
+}
+
+bool PgRelay::WriteOutInPlace(PgServer& server, bool& written) {
+  if (server.writing || server.lost) return false;  // WriteServer waits its turn or says so
+  error_code ec;
+  const size_t sent = server.backend->stream.WriteInPlace(asio::buffer(server.out), ec);
+  if (!ec && sent < server.out.size()) {
+    server.out.erase(0, sent);  // the rest goes when the socket has room
+    return false;
+  }
+  server.out.clear();
+  written = !ec;
+  return true;
 }
 
 awaitable<bool> PgRelay::WriteServer(PgServer& server) {
@@ -516,7 +531,12 @@ awaitable<bool> PgRelay::ForwardRepliesOf(PgServer& server) {
                                                 : in.data().substr(0, used);
     if (!to_client.empty()) {
       client_stream_clean_ = false;
-      auto [ec, n] = co_await client_.Write(asio::buffer(to_client.data(), to_client.size()));
+      const auto reply = asio::buffer(to_client.data(), to_client.size());
+      error_code ec;
+      const size_t sent = client_.WriteInPlace(reply, ec);
+      if (!ec && sent < reply.size()) {
+        std::tie(ec, std::ignore) = co_await client_.WriteRest(reply, sent);
+      }
       if (ec) co_return false;
       client_stream_clean_ = !server.framer.in_message();
     }

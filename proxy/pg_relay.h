@@ -135,6 +135,10 @@ class PgRelay {
   awaitable<ReadResult> ReadServer(PgServer& server, asio::cancellation_signal* park = nullptr);
   // Sends the server's `out`, one writer at a time (the reply loop writes retries too).
   awaitable<bool> WriteServer(PgServer& server);
+  // The common case of WriteServer without its coroutine frames: when nothing else is writing
+  // to the server and its socket takes all of `out` now. False when WriteServer must send the
+  // rest; otherwise `written` says whether the write succeeded.
+  bool WriteOutInPlace(PgServer& server, bool& written);
   void MarkActive(PgServer& server);
   // The batch at the front got its ReadyForQuery: transaction and read-your-writes bookkeeping.
   void FinishBatch(PgServer& server, char status);

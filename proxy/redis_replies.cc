@@ -2,6 +2,8 @@
 // client in request order (see the diagram in redis_session.cc).
 #include <spdlog/spdlog.h>
 
+#include <tuple>
+
 #include "nerava/protocol/redis/encoder.h"
 #include "proxy/redis_session_impl.h"
 
@@ -64,7 +66,11 @@ awaitable<bool> RedisSession::WriteLocal() {
     PopHead();
   }
   client_writing_ = true;
-  auto [ec, n] = co_await client_.Write(asio::buffer(out));
+  error_code ec;
+  const size_t sent = client_.WriteInPlace(asio::buffer(out), ec);
+  if (!ec && sent < out.size()) {
+    std::tie(ec, std::ignore) = co_await client_.WriteRest(asio::buffer(out), sent);
+  }
   client_writing_ = false;
   if (piece && piece->on_drained) piece->on_drained();
   co_return !ec && !close_after;
@@ -160,7 +166,10 @@ awaitable<bool> RedisSession::Pump(std::shared_ptr<RedisBackend> backend) {
   }
   if (ready > 0) {
     client_writing_ = true;
-    auto [ec, n] = co_await client_.Write(asio::buffer(b.in.data().data(), ready));
+    const auto replies = asio::buffer(b.in.data().data(), ready);
+    error_code ec;
+    const size_t sent = client_.WriteInPlace(replies, ec);
+    if (!ec && sent < ready) std::tie(ec, std::ignore) = co_await client_.WriteRest(replies, sent);
     client_writing_ = false;
     if (ec) co_return false;
     b.in.Consume(ready);

@@ -25,6 +25,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <tuple>
+
 #include "nerava/protocol/redis/encoder.h"
 #include "proxy/redis_session_impl.h"
 
@@ -489,7 +491,11 @@ awaitable<void> RedisSession::AppendOwned(const std::shared_ptr<RedisBackend>& t
 awaitable<void> RedisSession::Flush() {
   if (!batch_.buffers.empty()) {
     std::shared_ptr<RedisBackend> target = batch_.target;
-    auto [ec, n] = co_await target->stream.WriteBuffers(batch_.buffers);
+    error_code ec;
+    const size_t sent = target->stream.WriteInPlace(batch_.buffers, ec);
+    if (!ec && sent < asio::buffer_size(batch_.buffers)) {
+      std::tie(ec, std::ignore) = co_await target->stream.WriteRest(batch_.buffers, sent);
+    }
     if (ec && !target->broken) {
       // The writer turns its pending requests into errors when it reaches them.
       target->broken = true;

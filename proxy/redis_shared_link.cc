@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <map>
+#include <tuple>
 
 #include "nerava/protocol/redis/decoder.h"
 #include "proxy/redis_commands.h"
@@ -108,7 +109,12 @@ awaitable<void> RedisSharedLink::WriteLoop(std::shared_ptr<RedisSharedLink> self
     }
     // Everything queued since the last write goes in one write.
     std::swap(out_, sending_);
-    auto [ec, n] = co_await connection_->stream.Write(asio::buffer(sending_));
+    Stream& stream = connection_->stream;
+    error_code ec;
+    const size_t sent = stream.WriteInPlace(asio::buffer(sending_), ec);
+    if (!ec && sent < sending_.size()) {
+      std::tie(ec, std::ignore) = co_await stream.WriteRest(asio::buffer(sending_), sent);
+    }
     sending_.clear();
     if (ec) {
       if (!failed_) Fail("write failed: " + ec.message());

@@ -61,23 +61,25 @@ Stream::Stream(tcp::socket socket) : impl_(std::move(socket)) {
 #endif
 }
 
+// Not coroutines: each hands back the read's own coroutine, one frame per read instead of two.
 awaitable<std::tuple<error_code, size_t>> Stream::ReadSome(asio::mutable_buffer buffer) {
-  if (auto* tls = std::get_if<TlsSocket>(&impl_)) {
-    co_return co_await tls->async_read_some(buffer, kNoThrow);
-  }
   // The coroutine's own cancellation (a `||` with a deadline, the relay's loops ending each
-  // other) must still reach the read: ReadPlain binds slots of its own.
-  asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
-  co_return co_await ReadPlain(buffer, state.slot());
+  // other) must still reach the read: the read takes the reading coroutine's slot.
+  if (is_tls()) return ReadTls(buffer, std::nullopt);
+  return ReadPlain(buffer, std::nullopt);
 }
 
 awaitable<std::tuple<error_code, size_t>> Stream::ReadSome(asio::mutable_buffer buffer,
                                                            asio::cancellation_slot cancel) {
-  if (auto* tls = std::get_if<TlsSocket>(&impl_)) {
-    co_return co_await tls->async_read_some(buffer,
-                                            asio::bind_cancellation_slot(cancel, kNoThrow));
-  }
-  co_return co_await ReadPlain(buffer, cancel);
+  if (is_tls()) return ReadTls(buffer, cancel);
+  return ReadPlain(buffer, cancel);
+}
+
+awaitable<std::tuple<error_code, size_t>> Stream::ReadTls(
+    asio::mutable_buffer buffer, std::optional<asio::cancellation_slot> cancel) {
+  TlsSocket& tls = std::get<TlsSocket>(impl_);
+  if (!cancel) co_return co_await tls.async_read_some(buffer, kNoThrow);
+  co_return co_await tls.async_read_some(buffer, asio::bind_cancellation_slot(*cancel, kNoThrow));
 }
 
 namespace {
@@ -121,8 +123,15 @@ class DrainedReadScope {
 
 }  // namespace
 
-awaitable<std::tuple<error_code, size_t>> Stream::ReadPlain(asio::mutable_buffer buffer,
-                                                            asio::cancellation_slot cancel) {
+awaitable<std::tuple<error_code, size_t>> Stream::ReadPlain(
+    asio::mutable_buffer buffer, std::optional<asio::cancellation_slot> given) {
+  asio::cancellation_slot cancel;
+  if (given) {
+    cancel = *given;
+  } else {
+    asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+    cancel = state.slot();
+  }
   // The frame keeps its own share of the mark: the Stream may be gone when the read ends.
   const std::shared_ptr<PeerClose> mark = peer_close_;
   if (mark && !mark->seen) {

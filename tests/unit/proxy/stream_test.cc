@@ -11,6 +11,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tests/unit/proxy/loopback.h"
 
@@ -194,6 +195,73 @@ TEST(StreamTest, ACancellableReadGetsWhatArrives) {
     auto [ec, n] = co_await pair.stream->ReadSome(asio::buffer(buffer), cancel.slot());
     EXPECT_FALSE(ec) << ec.message();
     EXPECT_EQ(buffer.substr(0, n), "reply");
+  });
+}
+
+// ----------------------------------------------------------------------------------- writes
+
+// Three buffers of distinct bytes, far more than a small send buffer takes at once.
+std::vector<std::string> BigPieces() {
+  std::vector<std::string> pieces;
+  for (char fill : {'a', 'b', 'c'}) {
+    std::string piece(400 * 1024, fill);
+    piece[0] = '<';
+    piece.back() = '>';
+    pieces.push_back(std::move(piece));
+  }
+  return pieces;
+}
+
+TEST(StreamTest, AWriteThatDoesNotFitIsFinishedInOrderWhenThePeerReads) {
+  StreamPair pair;
+  const int small = 16 * 1024;
+  ASSERT_EQ(::setsockopt(pair.stream->socket().native_handle(), SOL_SOCKET, SO_SNDBUF, &small,
+                         sizeof(small)),
+            0);
+  const std::vector<std::string> pieces = BigPieces();
+  std::vector<asio::const_buffer> buffers;
+  std::string expected;
+  for (const auto& piece : pieces) {
+    buffers.push_back(asio::buffer(piece));
+    expected += piece;
+  }
+  pair.Run([&]() -> awaitable<void> {
+    error_code ec;
+    const size_t sent = pair.stream->WriteInPlace(buffers, ec);
+    EXPECT_FALSE(ec) << ec.message();
+    // The socket took part of it (it had room) but not all: the rest must wait for the peer.
+    EXPECT_GT(sent, 0u);
+    EXPECT_LT(sent, expected.size());
+    std::string received(expected.size(), '\0');
+    auto read = [&]() -> awaitable<void> {
+      auto [read_ec, n] = co_await asio::async_read(pair.peer, asio::buffer(received), kNoThrow);
+      EXPECT_FALSE(read_ec) << read_ec.message();
+      EXPECT_EQ(n, expected.size());
+    };
+    auto write = [&]() -> awaitable<void> {
+      auto [write_ec, total] = co_await pair.stream->WriteRest(buffers, sent);
+      EXPECT_FALSE(write_ec) << write_ec.message();
+      EXPECT_EQ(total, expected.size());
+    };
+    co_await (read() && write());
+    EXPECT_TRUE(received == expected) << "bytes reordered, lost or repeated";
+  });
+}
+
+TEST(StreamTest, AWriteInPlaceToAClosedPeerFailsInsteadOfWaiting) {
+  StreamPair pair;
+  pair.peer.close();
+  pair.Run([&]() -> awaitable<void> {
+    co_await Sleep(milliseconds(20));
+    error_code ec;
+    // The first send may still be taken (the reset comes back for it); a later one fails.
+    const std::string bytes(1024, 'x');
+    for (int i = 0; i < 10 && !ec; ++i) {
+      pair.stream->WriteInPlace(asio::buffer(bytes), ec);
+      co_await Sleep(milliseconds(5));
+    }
+    EXPECT_TRUE(ec == asio::error::connection_reset || ec == asio::error::broken_pipe)
+        << ec.message();
   });
 }
 
