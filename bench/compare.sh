@@ -3,7 +3,8 @@
 # otherwise run, on this machine, in one run.
 #
 #   harness topology (free ports)            targets
-#   ┌────────────────────────────┐   pg:    direct (primary), nerava (rw listener: reads to
+#   ┌────────────────────────────┐   pg:    direct (primary), direct-replica (the replica, read
+#   │                             │          tests only), nerava (rw listener: reads to
 #   │ pg primary ──WAL──▶ replica │          the eu-west-1 replica; nerava-1w: the same with
 #   │                             │          `workers: 1`), pgbouncer (session mode,
 #   │ redis primary ─▶ replica    │          primary), haproxy (tcp, primary), pgpool (load
@@ -151,9 +152,11 @@ wait_for "psql -Atq '$(pg_url "$pg_replica")' -c \"select pg_last_wal_replay_lsn
 # ---------------------------------------------------------------------------------------------
 # Targets: name, then the ports it listens on. Each starts in the foreground as a child of this
 # script so the trap can stop it.
-declare -A pg_port=([direct]=$pg_primary)
+declare -A pg_port=([direct]=$pg_primary [direct-replica]=$pg_replica)
 declare -A redis_port=([direct]=$redis_primary)
-pg_targets=(direct)
+# direct-replica: what a read costs on the node nerava-proxy sends it to (a standby serves the
+# same SELECT slower than the primary), for read-only tests.
+pg_targets=(direct direct-replica)
 redis_targets=(direct)
 skipped=()
 as_unprivileged=()
@@ -436,10 +439,14 @@ pg_tests=(
 # -c 16 tests, 8 on the primary for TPC-B) before round 1, so no target's first round measures
 # connection set-up. nerava-proxy sends -S reads to the replica, so only TPC-B warms its primary
 # connections; PgBouncer's pool serves every test on the primary.
+reads_only() {  # test-name: does it only read (direct-replica can run it)?
+  [[ "$1" == *" -S "* || "$1" == *pg-select* ]]
+}
 for entry in "${pg_tests[@]}"; do
   args=${entry#*|}
   selected "${entry%%|*}" || continue
   for target in "${pg_targets[@]}"; do
+    [ "$target" = direct-replica ] && ! reads_only "${entry%%|*}" && continue
     log "warm-up: ${entry%%|*} → $target"
     # shellcheck disable=SC2086
     pgbench -n -T "$warmup_seconds" $args "$(pg_url "${pg_port[$target]}")" >/dev/null 2>&1 || true
@@ -450,6 +457,7 @@ for round in $(seq 1 "$rounds"); do
     test=${entry%%|*}; args=${entry#*|}
     selected "$test" || continue
     for target in "${pg_targets[@]}"; do
+      [ "$target" = direct-replica ] && ! reads_only "$test" && continue
       log "round $round/$rounds: $test → $target"
       # shellcheck disable=SC2086
       run_pgbench "$test" "$target" $args
@@ -468,10 +476,13 @@ done
 
 # nerava-bench interleaves targets round by round itself; one run per workload.
 nb_common=(--rounds "$rounds" --duration "$nb_duration" --warmup "$nb_warmup" --baseline direct)
-nb_targets() {  # pg|redis
+nb_targets() {  # pg|redis workload-name
   local t
   if [ "$1" = pg ]; then
-    for t in "${pg_targets[@]}"; do echo "--target"; echo "$t=$(pg_url "${pg_port[$t]}")"; done
+    for t in "${pg_targets[@]}"; do
+      [ "$t" = direct-replica ] && ! reads_only "$2" && continue
+      echo "--target"; echo "$t=$(pg_url "${pg_port[$t]}")"
+    done
   else
     for t in "${redis_targets[@]}"; do echo "--target"; echo "$t=redis://127.0.0.1:${redis_port[$t]}"; done
   fi
@@ -488,7 +499,7 @@ for entry in "${nb_runs[@]}"; do
   IFS='|' read -r name proto args <<<"$entry"
   selected "nerava-bench $name" || continue
   log "nerava-bench $name"
-  mapfile -t targets < <(nb_targets "$proto")
+  mapfile -t targets < <(nb_targets "$proto" "$name")
   # shellcheck disable=SC2086
   if ! "$bench_bin" $args "${nb_common[@]}" "${targets[@]}" --json "$run_dir/nb/$name.json" \
          --svg "$run_dir/nb/$name.svg" >"$run_dir/nb/$name.md" 2>"$run_dir/nb/$name.log"; then
@@ -544,7 +555,8 @@ for line in open(results):
     rows.setdefault(test, {"unit": unit, "values": collections.OrderedDict()})
     rows[test]["values"].setdefault(target, []).append(v)
 
-order = ["direct", "nerava", "nerava-1w", "pgbouncer", "haproxy", "pgpool", "twemproxy"]
+order = ["direct", "direct-replica", "nerava", "nerava-1w", "pgbouncer", "haproxy", "pgpool",
+         "twemproxy"]
 present = [t for t in order if any(t in r["values"] for r in rows.values())]
 peers = [t for t in present if t not in ("direct", "nerava", "nerava-1w")]
 lower_is_better = {"µs", "count"}
@@ -594,7 +606,8 @@ with open(base + ".md", "w") as f:
             "rps and ops/s); `nerava ÷ peer` columns compare nerava-proxy with each peer. "
             "For µs rows lower is better. nerava-1w is nerava-proxy with `workers: 1` (the "
             "default is one worker per usable core). nerava and pgpool send reads to the replica, the "
-            "others to the primary. A load average above the core count means other work "
+            "others to the primary; direct-replica is the client straight at the replica (read-only "
+            "tests), so `nerava ÷ direct-replica` is the proxy's own cost on a read. A load average above the core count means other work "
             "shared the machine during the run: compare ratios within one run, not across runs."
             "\n\n")
     f.write(table + "\n\n")
