@@ -41,6 +41,8 @@ class Stream {
   // Not assignable: a read in flight would go on to the new socket.
   Stream& operator=(Stream&&) = delete;
 
+  // Not coroutines: they pick the plain or TLS read when called, so await the result before the
+  // stream can change (AcceptTls/ConnectTls), as every caller does.
   awaitable<std::tuple<error_code, size_t>> ReadSome(asio::mutable_buffer buffer);
   // A read that `cancel` ends early (operation_aborted). On TLS a cancel inside a record leaves
   // the stream in doubt: callers that cancel routinely use it on plain TCP only.

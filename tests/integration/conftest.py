@@ -170,6 +170,7 @@ def disconnect_redis(client) -> None:
     """Closes a redis-py client's connections for good (close() only returns them to its pool)."""
     with contextlib.suppress(Exception):
         client.close()
+    with contextlib.suppress(Exception):
         client.connection_pool.disconnect()
 
 
