@@ -20,6 +20,12 @@ awaitable<void> RefusePgClient(tcp::socket& socket) {
 Server::Server(config::Config config) : config_(std::move(config)) {}
 
 Server::~Server() {
+  // An accept the drain aborted still sits in main_io_'s queue, holding the new socket it made
+  // on a worker's io_context: let those accept loops end while the workers and listeners exist
+  // (destroyed with main_io_ after the workers, they touched a freed io_context; ASan).
+  for (auto& listener : listeners_) listener->Close();
+  main_io_.restart();
+  main_io_.poll();
   listeners_.clear();
   function_loader_.reset();
   sentinel_watcher_.reset();  // it calls into monitor_
