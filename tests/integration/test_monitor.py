@@ -30,7 +30,7 @@ import pytest
 import redis
 
 from tests.harness.topology import APP_DB, APP_USER, wait_until
-from conftest import start_proxy
+from conftest import disconnect_redis, start_proxy
 
 INTERVAL_S = 0.25
 FAILURE_THRESHOLD = 4
@@ -324,8 +324,7 @@ def test_redis_server_connections_are_counted(proxy):
     wait_until("three more clients and server connections counted",
                lambda: gauges() == (clients_before + 3, servers_before + 3), timeout=10)
     for c in clients:
-        c.close()
-        c.connection_pool.disconnect()  # close() alone keeps the socket in redis-py's pool
+        disconnect_redis(c)  # close() alone keeps the socket in redis-py's pool
     wait_until("the redis gauges to drop back",
                lambda: gauges() == (clients_before, servers_before), timeout=10)
 
@@ -743,8 +742,7 @@ def test_redis_clients_are_listed_with_their_last_route(proxy):
         assert rows[0]["last_route"] == "write", rows[0]
         assert rows[0]["state"] == "ready", rows[0]  # not the registry's initial "connecting"
     finally:
-        r.close()
-        r.connection_pool.disconnect()
+        disconnect_redis(r)
     wait_until("the Redis client to leave `show clients`", lambda: not [
         c for c in json.loads(ctl(proxy, "show", "clients", "--json").stdout)["clients"]
         if c["protocol"] == "redis"], timeout=10)
