@@ -40,6 +40,10 @@ PROXY_START_SECONDS = 20.0
 PROXY_STOP_SECONDS = 5.0
 # Per-test limit: a hang (a reply that never comes) must become a failure, not a stuck run.
 TEST_TIMEOUT_SECONDS = int(os.environ.get("NERAVA_TEST_TIMEOUT", "120"))
+# Set by ctest in a -DNERAVA_SANITIZE=ON build: the proxy runs under ASan+UBSan, whose shadow
+# memory and quarantine make peak-RSS bounds meaningless (correctness checks still apply).
+SANITIZED = os.environ.get("NERAVA_PROXY_SANITIZED") == "1"
+_SANITIZER_ERROR = re.compile(r"ERROR: (Address|Leak)Sanitizer|runtime error:")
 
 _active_proxies: list["ProxyProcess"] = []
 
@@ -189,6 +193,32 @@ def _proxy_binary() -> str:
     return binary
 
 
+def sanitizer_report(log_path: Path) -> Optional[str]:
+    """The proxy log from the first ASan/LSan/UBSan report on, or None. The sanitizers print to
+    stderr, which the harness sends to the log; a report means a memory or UB bug even when
+    every client got the right answer."""
+    with contextlib.suppress(OSError):
+        text = log_path.read_text(errors="replace")
+        found = _SANITIZER_ERROR.search(text)
+        if found:
+            start = text.rfind("\n", 0, found.start()) + 1
+            return text[start:start + 6000]
+    return None
+
+
+def check_sanitizer_report(proxy: "ProxyProcess", body_ok: bool) -> bool:
+    """After the proxy stopped: raises if it printed a sanitizer report and the body passed
+    (a failing body's own error is already on its way out; the report is printed either way).
+    Returns whether the run dir may go."""
+    report = sanitizer_report(proxy.log_path)
+    if not report:
+        return body_ok
+    print(f"\nnerava-proxy sanitizer report ({proxy.run_dir}):\n{report}", file=sys.stderr)
+    if body_ok:
+        raise AssertionError(f"nerava-proxy reported a sanitizer error:\n{report}")
+    return False
+
+
 def _stop(proc: subprocess.Popen, tail: Callable[[], str]) -> None:
     if proc.poll() is not None:
         return
@@ -204,12 +234,8 @@ def _stop(proc: subprocess.Popen, tail: Callable[[], str]) -> None:
         proc.wait(timeout=10)
 
 
-@contextlib.contextmanager
-def start_proxy(topology: Topology, wait_ready: bool = True,
-                **overrides) -> Iterator[ProxyProcess]:
-    """Starts the proxy for topology with config overrides deep-merged in, e.g.
-    `start_proxy(topo, postgres={"auth": "md5", "tls": {"cert": c, "key": k}})`.
-    Stops it on exit (SIGTERM, 5 s, SIGKILL). Raises if the proxy died while in use."""
+def _launch(topology: Topology, **overrides) -> ProxyProcess:
+    """Writes the config (overrides deep-merged in) to a fresh run dir and starts the proxy."""
     binary = _proxy_binary()
     run_dir = Path(tempfile.mkdtemp(prefix="nerava-proxy-", dir="/tmp"))
     os.chmod(run_dir, 0o755)
@@ -217,13 +243,30 @@ def start_proxy(topology: Topology, wait_ready: bool = True,
     config_path = run_dir / "proxy.yaml"
     _write_yaml(config_path, cfg)
     log_path = run_dir / "proxy.log"
-    env = dict(os.environ)
-    for var in ("REGION", "PRIMARY_REGION"):  # they would override the file
-        env.pop(var, None)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REGION", "PRIMARY_REGION")}  # they would override the file
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([binary, "--config", str(config_path)], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=run_dir)
-    proxy = ProxyProcess(cfg, run_dir, proc, log_path, config_path)
+    return ProxyProcess(cfg, run_dir, proc, log_path, config_path)
+
+
+def _finish(proxy: ProxyProcess, ok: bool) -> None:
+    """Teardown shared by both context managers once the proxy has stopped: the sanitizer
+    check, then the run dir goes (passed) or stays with its log printed (failed)."""
+    if check_sanitizer_report(proxy, body_ok=ok):
+        shutil.rmtree(proxy.run_dir, ignore_errors=True)
+    else:
+        print(f"\nproxy run dir kept: {proxy.run_dir}\n{proxy.log_tail()}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def start_proxy(topology: Topology, wait_ready: bool = True,
+                **overrides) -> Iterator[ProxyProcess]:
+    """Starts the proxy for topology with config overrides deep-merged in, e.g.
+    `start_proxy(topo, postgres={"auth": "md5", "tls": {"cert": c, "key": k}})`.
+    Stops it on exit (SIGTERM, 5 s, SIGKILL). Raises if the proxy died while in use."""
+    proxy = _launch(topology, **overrides)
     _active_proxies.append(proxy)
     ok = False
     try:
@@ -232,17 +275,42 @@ def start_proxy(topology: Topology, wait_ready: bool = True,
         yield proxy
         # Reached only when the body did not raise.
         if not proxy.alive():
-            raise AssertionError(f"the proxy exited with code {proc.returncode} while in use"
-                                 f"\n{proxy.log_tail()}")
+            raise AssertionError(f"the proxy exited with code {proxy.proc.returncode} while in "
+                                 f"use\n{proxy.log_tail()}")
         ok = True
     finally:
         _active_proxies.remove(proxy)
         proxy.disconnect_clients()
-        _stop(proc, proxy.log_tail)
-        if ok:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        else:
-            print(f"\nproxy run dir kept: {run_dir}\n{proxy.log_tail()}", file=sys.stderr)
+        _stop(proxy.proc, proxy.log_tail)
+        _finish(proxy, ok)
+
+
+@contextlib.contextmanager
+def unmanaged_proxy(topology: Topology, **overrides) -> Iterator[ProxyProcess]:
+    """Like start_proxy, but the test may stop the proxy itself (start_proxy treats a proxy
+    that exited inside the body as a failure). Killed on exit if still running."""
+    proxy = _launch(topology, **overrides)
+    _active_proxies.append(proxy)
+    ok = False
+    try:
+        _wait_ready(proxy)
+        yield proxy
+        ok = True
+    finally:
+        _active_proxies.remove(proxy)
+        if proxy.alive():
+            proxy.proc.kill()
+            proxy.proc.wait(timeout=10)
+        _finish(proxy, ok)
+
+
+def port_refuses(port: int) -> bool:
+    """Whether a connection to 127.0.0.1:port is refused (nothing listens any more)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
 
 
 def _wait_ready(proxy: ProxyProcess) -> None:

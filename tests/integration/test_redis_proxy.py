@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from tests.harness.topology import Topology, wait_until
-from conftest import disconnect_redis, start_proxy
+from conftest import SANITIZED, disconnect_redis, start_proxy
 
 CMD_TIMEOUT = 60
 PASSWORD = "proxy-s3cret"
@@ -393,8 +393,10 @@ def test_large_value_100mb_round_trip(proxy):
     assert hashlib.sha256(got).hexdigest() == hashlib.sha256(value).hexdigest()
     r.delete("big")
     del got, value
-    # Streamed, never held whole: the proxy's peak memory stays far below the value's size.
-    assert proxy_peak_rss_kib(proxy) < 80 * 1024, proxy_peak_rss_kib(proxy)
+    # Streamed, never held whole: the proxy's peak memory stays far below the value's size
+    # (not measurable under ASan, whose shadow memory and quarantine set the peak).
+    if not SANITIZED:
+        assert proxy_peak_rss_kib(proxy) < 80 * 1024, proxy_peak_rss_kib(proxy)
 
 
 def test_select_persists(proxy, topology):
