@@ -102,6 +102,14 @@ void RedisSession::RequestShutdown() {
   }
   if (idle_reading_ != nullptr) idle_reading_->stream.Cancel();
   writer_wake_.Notify();
+  shutdown_wake_.Notify();
+}
+
+awaitable<void> RedisSession::CloseAfterShutdownGrace() {
+  while (!shutdown_requested_) co_await shutdown_wake_.Wait();
+  asio::steady_timer grace(executor_, kShutdownGrace);
+  co_await grace.async_wait(kNoThrow);
+  spdlog::info("redis: closing a session at shutdown with {} replies still due", pending_.size());
 }
 
 // ------------------------------------------------------------------------------------ reader
@@ -569,7 +577,7 @@ awaitable<void> RedisSession::Run() {
   }
   const bool need_auth = !context_->settings.password.empty();
   SetState(need_auth ? SessionState::kNeedAuth : SessionState::kReady);
-  co_await (ReadRequests() || WriteReplies());
+  co_await (ReadRequests() || WriteReplies() || CloseAfterShutdownGrace());
   SetState(SessionState::kClosing);
   for (auto& [name, backend] : backends_) backend->stream.Close();
   for (Pending& entry : pending_) {

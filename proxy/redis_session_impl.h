@@ -32,6 +32,9 @@ inline constexpr size_t kReadChunk = 64 * 1024;
 inline constexpr size_t kStreamThreshold = 64 * 1024;
 // Leading request arguments captured for classification (XREAD ... BLOCK ms STREAMS needs 6).
 inline constexpr size_t kCaptureArgs = 8;
+// After the drain's timeout, replies already on their way get this long; a command that may
+// block for ever (BLPOP key 0) would otherwise hold the session, and the proxy's exit.
+inline constexpr auto kShutdownGrace = std::chrono::seconds(1);
 
 enum class SessionState {
   kTls,         // server-side TLS handshake (Redis TLS starts with the first byte)
@@ -73,7 +76,8 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
         client_(std::move(socket)),
         requests_(context_->limits, kCaptureArgs, /*capture_bytes=*/64),
         reader_wake_(executor_),
-        writer_wake_(executor_) {}
+        writer_wake_(executor_),
+        shutdown_wake_(executor_) {}
 
   ~RedisSession();
 
@@ -154,6 +158,9 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   // Connection-state commands go where session state goes (the primary, or the pin).
   awaitable<void> ForwardToTarget(std::string_view bytes, Pending entry, std::string composed = {});
 
+  // Ends once shutdown was requested and kShutdownGrace passed (Run() closes the session then).
+  awaitable<void> CloseAfterShutdownGrace();
+
   // Writer side.
   awaitable<void> WriteReplies();
   awaitable<bool> WriteLocal();
@@ -228,6 +235,7 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
 
   WakeSignal reader_wake_;  // pending_ has room again
   WakeSignal writer_wake_;  // pending_ got an entry, or the reader stopped
+  WakeSignal shutdown_wake_;  // RequestShutdown() was called
   bool client_writing_ = false;
   bool shutdown_requested_ = false;
   bool client_read_cancelled_ = false;

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -23,7 +24,7 @@ import pytest
 import redis
 
 from tests.harness.topology import Topology, wait_until
-from conftest import SANITIZED, disconnect_redis, start_proxy
+from conftest import SANITIZED, disconnect_redis, port_refuses, start_proxy, unmanaged_proxy
 
 CMD_TIMEOUT = 60
 PASSWORD = "proxy-s3cret"
@@ -482,6 +483,47 @@ def test_quit(proxy):
         assert r.read() == "OK"
         assert r.read() == "OK"
         assert r.at_eof()
+
+
+def test_sigterm_serves_connected_clients_then_closes_them(topology):
+    """SIGTERM: new connections are refused at once, connected clients are still served until
+    shutdown_timeout, then every one is closed (a BLPOP blocked forever included) and the proxy
+    exits 0."""
+    timeout_s = 3.0
+    watcher = direct(topology)
+    with unmanaged_proxy(topology, shutdown_timeout="3s") as p, \
+            RawRedis(p.redis_port, timeout=timeout_s + 5) as idle, \
+            RawRedis(p.redis_port, timeout=timeout_s + 5) as blocked:
+        assert idle.call("PING") == "PONG"
+        blocked.send("BLPOP", "drain:never", 0)
+        wait_until("the BLPOP to block on the server", lambda: any(
+            c.get("cmd") == "blpop" for c in watcher.client_list()), timeout=5)
+
+        sigterm_at = time.monotonic()
+        p.proc.send_signal(signal.SIGTERM)
+        wait_until("the listener to close", lambda: port_refuses(p.redis_port), timeout=1)
+
+        # Still served while draining.
+        assert idle.call("SET", "drain:k", "v") == "OK"
+        assert idle.call("GET", "drain:k") == b"v"
+
+        # Closed at the shutdown timeout, not before and not much after; the blocked one after
+        # the proxy's one-second grace for replies on their way.
+        assert idle.at_eof(timeout=timeout_s + 3)
+        idle_closed = time.monotonic() - sigterm_at
+        assert timeout_s - 0.5 <= idle_closed <= timeout_s + 1.0, f"closed after {idle_closed}"
+        assert blocked.at_eof(timeout=3.0)
+        blocked_closed = time.monotonic() - sigterm_at
+        assert blocked_closed <= timeout_s + 1.6, f"BLPOP closed after {blocked_closed:.2f}s"
+
+        try:
+            code = p.proc.wait(timeout=max(timeout_s + 3.0 - (time.monotonic() - sigterm_at), 0.1))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the proxy still runs {timeout_s + 3:.0f}s after SIGTERM\n{p.log_tail()}")
+        assert code == 0, f"exit code {code}\n{p.log_tail()}"
+        log = p.log_path.read_text()
+        assert "closing a session at shutdown with 1 replies still due" in log, p.log_tail()
+        assert "drain: closing 2 remaining sessions" in log, p.log_tail()
 
 
 def test_client_tls(topology, self_signed_cert):
