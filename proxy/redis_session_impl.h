@@ -158,7 +158,8 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   // Connection-state commands go where session state goes (the primary, or the pin).
   awaitable<void> ForwardToTarget(std::string_view bytes, Pending entry, std::string composed = {});
 
-  // Ends once shutdown was requested and kShutdownGrace passed (Run() closes the session then).
+  // Ends once shutdown was requested and kShutdownGrace passed: Run() then closes the session,
+  // cutting a reply half written (the client is being closed either way).
   awaitable<void> CloseAfterShutdownGrace();
 
   // Writer side.
