@@ -545,7 +545,7 @@ command_line="bench/compare.sh$quick_flag --rounds $rounds"
 import collections, glob, json, os, statistics, sys
 
 results, base, command, machine, skipped, nb_dir = sys.argv[1:7]
-rows = collections.OrderedDict()  # test -> {"unit": u, target: [values]}
+rows = collections.OrderedDict()  # test -> {"unit": u, "values": {target: {round: value}}}
 for line in open(results):
     test, unit, target, rnd, value = line.rstrip("\n").split("\t")
     try:
@@ -553,7 +553,7 @@ for line in open(results):
     except ValueError:
         continue
     rows.setdefault(test, {"unit": unit, "values": collections.OrderedDict()})
-    rows[test]["values"].setdefault(target, []).append(v)
+    rows[test]["values"].setdefault(target, {})[rnd] = v
 
 order = ["direct", "direct-replica", "nerava", "nerava-1w", "pgbouncer", "haproxy", "pgpool",
          "twemproxy"]
@@ -564,26 +564,41 @@ lower_is_better = {"µs", "count"}
 def fmt(v):
     return f"{v:,.0f}" if v >= 100 or v == int(v) else f"{v:.2f}"
 
+def paired_ratios(by_round, a, b):
+    """a ÷ b round by round. Targets take turns within a round, so a slow patch of the machine
+    that hits a whole round cancels out of these, not out of a ratio of medians."""
+    ra, rb = by_round.get(a, {}), by_round.get(b, {})
+    return [ra[k] / rb[k] for k in ra if k in rb and rb[k] > 0]
+
+def ratio_cell(ratios):
+    """The median paired ratio, with the range over rounds when there are three or more."""
+    if not ratios:
+        return "–"
+    mid = statistics.median(ratios)
+    if len(ratios) < 3:
+        return f"{mid:.2f}"
+    return f"{mid:.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+
 head = ["test", "unit"] + present + [f"nerava ÷ {p}" for p in peers]
 lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * 2 + " ---: |" * (len(head) - 2)]
 summary = {}
 for test, r in rows.items():
-    med = {t: statistics.median(v) for t, v in r["values"].items()}
-    summary[test] = {"unit": r["unit"], "median": med, "samples": r["values"]}
-    direct = med.get("direct")
+    by_round = r["values"]
+    med = {t: statistics.median(v.values()) for t, v in by_round.items()}
+    samples = {t: [v[k] for k in sorted(v, key=int)] for t, v in by_round.items()}
+    summary[test] = {"unit": r["unit"], "median": med, "samples": samples}
     cells = [test, r["unit"]]
     for t in present:
         if t not in med:
             cells.append("–")
-        elif t != "direct" and direct and r["unit"] not in lower_is_better:
-            cells.append(f"{fmt(med[t])} ({med[t] / direct:.2f})")
+        elif t != "direct" and "direct" in med and r["unit"] not in lower_is_better:
+            to_direct = paired_ratios(by_round, t, "direct")
+            cells.append(f"{fmt(med[t])} ({statistics.median(to_direct):.2f})" if to_direct
+                         else fmt(med[t]))
         else:
             cells.append(fmt(med[t]))
     for p in peers:
-        if "nerava" in med and p in med and med[p] > 0:
-            cells.append(f"{med['nerava'] / med[p]:.2f}")
-        else:
-            cells.append("–")
+        cells.append(ratio_cell(paired_ratios(by_round, "nerava", p)))
     lines.append("| " + " | ".join(cells) + " |")
 table = "\n".join(lines)
 print(table)
@@ -604,6 +619,9 @@ with open(base + ".md", "w") as f:
     f.write(f"Command: `{command}`\n\nMachine:\n\n{machine}\n\n{skipped}\n\n")
     f.write("Medians over rounds; in parentheses the ratio to direct (higher is better for tps, "
             "rps and ops/s); `nerava ÷ peer` columns compare nerava-proxy with each peer. "
+            "Ratios are medians of per-round ratios (targets take turns within a round, so a "
+            "slow patch that hits a whole round cancels out), with their range over the rounds "
+            "in parentheses: a range that straddles 1.00 is no difference this run could see. "
             "For µs rows lower is better. nerava-1w is nerava-proxy with `workers: 1` (the "
             "default is one worker per usable core). nerava and pgpool send reads to the replica, the "
             "others to the primary; direct-replica is the client straight at the replica (read-only "
