@@ -474,6 +474,64 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
+# ---------------------------------------------------------------------------------------------
+# Per-request costs besides CPU time, once per proxy after the rounds (counting tracepoints slows
+# the counted process a little, so never during a timed round): system calls and context
+# switches of the proxy's processes per request, with `perf stat` when it may count them.
+process_tree() {  # pid: it and its descendants, comma-separated (pgpool's children, runuser's)
+  /usr/bin/python3 - "$1" <<'PY' 2>/dev/null
+import os, sys
+parent = {}
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try:
+            parent[int(d)] = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            pass
+tree, todo = [], [int(sys.argv[1])]
+while todo:
+    pid = todo.pop()
+    tree.append(pid)
+    todo += [p for p, pp in parent.items() if pp == pid]
+print(",".join(map(str, tree)))
+PY
+}
+count_per_request() {  # test-label target requests-regex command...: perf stat around command
+  local label=$1 target=$2 regex=$3; shift 3
+  local pid=${pids[$target]:-} stat="$run_dir/perf-stat.csv" out n
+  [ -n "$pid" ] || return 0
+  out=$(perf stat -x, -o "$stat" -e raw_syscalls:sys_enter,context-switches \
+          -p "$(process_tree "$pid")" -- "$@" 2>&1) || return 0
+  n=$(echo "$out" | grep -oE "$regex" | grep -oE '[0-9]+' | head -1)
+  [ "${n:-0}" -gt 0 ] || return 0
+  awk -F, -v l="$label" -v g="$target" -v n="$n" '
+    $3 ~ /sys_enter/        { printf "proxy system calls per %s\tcount\t%s\t0\t%.2f\n", l, g, $1 / n }
+    $3 ~ /context-switches/ { printf "proxy context switches per %s\tcount\t%s\t0\t%.2f\n", l, g, $1 / n }
+  ' "$stat" >>"$results"
+}
+if command -v perf >/dev/null && perf stat -x, -o /dev/null -e raw_syscalls:sys_enter -- true \
+     2>/dev/null; then
+  if selected "pgbench -S simple -c 1"; then
+    for target in "${pg_targets[@]}"; do
+      [ -n "${pids[$target]:-}" ] || continue
+      log "system calls per request: pgbench -S simple -c 1 → $target"
+      count_per_request "SELECT (-c 1)" "$target" "actually processed: [0-9]+" \
+        pgbench -n -T "$pg_seconds" -S -M simple -c 1 -j 1 "$(pg_url "${pg_port[$target]}")"
+    done
+  fi
+  if selected "redis-benchmark GET -c 50 -P 1"; then
+    for target in "${redis_targets[@]}"; do
+      [ -n "${pids[$target]:-}" ] || continue
+      log "system calls per request: redis-benchmark GET -c 50 → $target"
+      count_per_request "GET (-c 50)" "$target" "[0-9]+ requests completed" \
+        redis-benchmark -h 127.0.0.1 -p "${redis_port[$target]}" -c 50 -n "$redis_n1" -t get \
+        -r 100000
+    done
+  fi
+else
+  skipped+=("system calls and context switches per request: perf stat cannot count here")
+fi
+
 # nerava-bench interleaves targets round by round itself; one run per workload.
 nb_common=(--rounds "$rounds" --duration "$nb_duration" --warmup "$nb_warmup" --baseline direct)
 nb_targets() {  # pg|redis workload-name
