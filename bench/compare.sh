@@ -500,11 +500,16 @@ count_per_request() {  # test-label target requests-regex command...: perf stat 
   local label=$1 target=$2 regex=$3; shift 3
   local pid=${pids[$target]:-} stat="$run_dir/perf-stat.csv" out n
   [ -n "$pid" ] || return 0
-  out=$(perf stat -x, -o "$stat" -e raw_syscalls:sys_enter,context-switches \
-          -p "$(process_tree "$pid")" -- "$@" 2>&1) || return 0
-  n=$(echo "$out" | grep -oE "$regex" | grep -oE '[0-9]+' | head -1)
+  if ! out=$(perf stat -x, -o "$stat" -e raw_syscalls:sys_enter,context-switches \
+                -p "$(process_tree "$pid")" -- "$@" 2>&1); then
+    skipped+=("system calls per $label on $target: perf stat failed")
+    return 0
+  fi
+  n=$(echo "$out" | grep -oE "$regex" | grep -oE '[0-9]+' | head -1 || true)
   [ "${n:-0}" -gt 0 ] || return 0
+  # A `<not counted>` value is no measurement: only numbers make a row.
   awk -F, -v l="$label" -v g="$target" -v n="$n" '
+    $1 !~ /^[0-9.]+$/       { next }
     $3 ~ /sys_enter/        { printf "proxy system calls per %s\tcount\t%s\t0\t%.2f\n", l, g, $1 / n }
     $3 ~ /context-switches/ { printf "proxy context switches per %s\tcount\t%s\t0\t%.2f\n", l, g, $1 / n }
   ' "$stat" >>"$results"

@@ -108,8 +108,24 @@ void RedisSession::RequestShutdown() {
 awaitable<void> RedisSession::CloseAfterShutdownGrace() {
   while (!shutdown_requested_) co_await shutdown_wake_.Wait();
   asio::steady_timer grace(executor_, kShutdownGrace);
-  co_await grace.async_wait(kNoThrow);
+  auto [ec] = co_await grace.async_wait(kNoThrow);
+  if (ec) co_return;  // the session ended on its own within the grace
   spdlog::info("redis: closing a session at shutdown with {} replies still due", pending_.size());
+}
+
+awaitable<void> RedisSession::EndOnException(awaitable<void> half) {
+  std::string error;
+  try {
+    co_await std::move(half);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (error.empty()) co_return;
+  // `||` ending the session cancels its other halves, which may end by throwing: not news.
+  const asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+  if (state.cancelled() == asio::cancellation_type::none) {
+    spdlog::error("redis: session ended by an unexpected exception: {}", error);
+  }
 }
 
 // ------------------------------------------------------------------------------------ reader
@@ -577,7 +593,8 @@ awaitable<void> RedisSession::Run() {
   }
   const bool need_auth = !context_->settings.password.empty();
   SetState(need_auth ? SessionState::kNeedAuth : SessionState::kReady);
-  co_await (ReadRequests() || WriteReplies() || CloseAfterShutdownGrace());
+  co_await (EndOnException(ReadRequests()) || EndOnException(WriteReplies()) ||
+             CloseAfterShutdownGrace());
   SetState(SessionState::kClosing);
   for (auto& [name, backend] : backends_) backend->stream.Close();
   for (Pending& entry : pending_) {

@@ -161,6 +161,9 @@ class RedisSession : public std::enable_shared_from_this<RedisSession> {
   // Ends once shutdown was requested and kShutdownGrace passed: Run() then closes the session,
   // cutting a reply half written (the client is being closed either way).
   awaitable<void> CloseAfterShutdownGrace();
+  // Runs a half of the session (reader, writer) so that an exception escaping it ends it like a
+  // return, logged: `||` then ends the session instead of waiting for the shutdown grace.
+  static awaitable<void> EndOnException(awaitable<void> half);
 
   // Writer side.
   awaitable<void> WriteReplies();

@@ -43,7 +43,8 @@ TEST_TIMEOUT_SECONDS = int(os.environ.get("NERAVA_TEST_TIMEOUT", "120"))
 # Set by ctest in a -DNERAVA_SANITIZE=ON build: the proxy runs under ASan+UBSan, whose shadow
 # memory and quarantine make peak-RSS bounds meaningless (correctness checks still apply).
 SANITIZED = os.environ.get("NERAVA_PROXY_SANITIZED") == "1"
-_SANITIZER_ERROR = re.compile(r"ERROR: (Address|Leak)Sanitizer|runtime error:")
+# ASan/LSan headers, and UBSan's "file.cc:LINE:COL: runtime error:" (not a relayed server text).
+_SANITIZER_ERROR = re.compile(r"ERROR: (Address|Leak)Sanitizer|\.\w+:\d+:\d+: runtime error:")
 
 _active_proxies: list["ProxyProcess"] = []
 

@@ -501,7 +501,7 @@ def test_sigterm_serves_connected_clients_then_closes_them(topology):
 
         sigterm_at = time.monotonic()
         p.proc.send_signal(signal.SIGTERM)
-        wait_until("the listener to close", lambda: port_refuses(p.redis_port), timeout=1)
+        wait_until("the listener to close", lambda: port_refuses(p.redis_port), timeout=3)
 
         # Still served while draining.
         assert idle.call("SET", "drain:k", "v") == "OK"
@@ -512,14 +512,16 @@ def test_sigterm_serves_connected_clients_then_closes_them(topology):
         assert idle.at_eof(timeout=timeout_s + 3)
         idle_closed = time.monotonic() - sigterm_at
         assert timeout_s - 0.5 <= idle_closed <= timeout_s + 1.0, f"closed after {idle_closed}"
-        assert blocked.at_eof(timeout=3.0)
+        assert blocked.at_eof(timeout=4.0)
         blocked_closed = time.monotonic() - sigterm_at
-        assert blocked_closed <= timeout_s + 1.6, f"BLPOP closed after {blocked_closed:.2f}s"
+        # Without the grace it stayed open until the drain's hard stop, 2 s after the timeout.
+        assert timeout_s + 0.8 <= blocked_closed <= timeout_s + 1.8, \
+            f"BLPOP closed after {blocked_closed:.2f}s"
 
         try:
-            code = p.proc.wait(timeout=max(timeout_s + 3.0 - (time.monotonic() - sigterm_at), 0.1))
+            code = p.proc.wait(timeout=max(timeout_s + 5.0 - (time.monotonic() - sigterm_at), 0.1))
         except subprocess.TimeoutExpired:
-            pytest.fail(f"the proxy still runs {timeout_s + 3:.0f}s after SIGTERM\n{p.log_tail()}")
+            pytest.fail(f"the proxy still runs {timeout_s + 5:.0f}s after SIGTERM\n{p.log_tail()}")
         assert code == 0, f"exit code {code}\n{p.log_tail()}"
         log = p.log_path.read_text()
         assert "closing a session at shutdown with 1 replies still due" in log, p.log_tail()
