@@ -3,8 +3,6 @@
 // AUTH, NOAUTH), or read it whole first (AUTH, HELLO, SELECT, CLIENT SETNAME) to keep the
 // session state that is replayed on new server connections. Part of RedisSession
 // (redis_session.cc has the reader loop and the diagram).
-#include <spdlog/spdlog.h>
-
 #include "nerava/protocol/redis/encoder.h"
 #include "proxy/redis_session_impl.h"
 
