@@ -373,22 +373,34 @@ log "PostgreSQL targets: ${pg_targets[*]}; Redis targets: ${redis_targets[*]}; r
 results="$run_dir/results.tsv"
 : >"$results"
 clk_tck=$(getconf CLK_TCK)
-cpu_ticks() {  # utime + stime of a pid and all its descendants (runuser, pgpool children)
-  /usr/bin/python3 - "$1" <<'PY' 2>/dev/null || echo 0
+process_tree() {  # pid: it and its descendants, comma-separated (pgpool's children, runuser's)
+  /usr/bin/python3 - "$1" <<'PY' 2>/dev/null
 import os, sys
-stats = {}
+parent = {}
 for d in os.listdir("/proc"):
     if d.isdigit():
         try:
-            f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            parent[int(d)] = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
         except OSError:
-            continue
-        stats[int(d)] = (int(f[1]), int(f[11]) + int(f[12]))  # ppid, utime + stime
-total, todo = 0, [int(sys.argv[1])]
+            pass
+tree, todo = [], [int(sys.argv[1])]
 while todo:
     pid = todo.pop()
-    total += stats.get(pid, (0, 0))[1]
-    todo += [p for p, (pp, _) in stats.items() if pp == pid]
+    tree.append(pid)
+    todo += [p for p, pp in parent.items() if pp == pid]
+print(",".join(map(str, tree)))
+PY
+}
+cpu_ticks() {  # utime + stime of a pid and all its descendants (runuser, pgpool children)
+  /usr/bin/python3 - "$(process_tree "$1")" <<'PY' 2>/dev/null || echo 0
+import sys
+total = 0
+for pid in filter(None, sys.argv[1].split(",")):
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    total += int(f[11]) + int(f[12])  # utime + stime
 print(total)
 PY
 }
@@ -478,24 +490,6 @@ done
 # Per-request costs besides CPU time, once per proxy after the rounds (counting tracepoints slows
 # the counted process a little, so never during a timed round): system calls and context
 # switches of the proxy's processes per request, with `perf stat` when it may count them.
-process_tree() {  # pid: it and its descendants, comma-separated (pgpool's children, runuser's)
-  /usr/bin/python3 - "$1" <<'PY' 2>/dev/null
-import os, sys
-parent = {}
-for d in os.listdir("/proc"):
-    if d.isdigit():
-        try:
-            parent[int(d)] = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            pass
-tree, todo = [], [int(sys.argv[1])]
-while todo:
-    pid = todo.pop()
-    tree.append(pid)
-    todo += [p for p, pp in parent.items() if pp == pid]
-print(",".join(map(str, tree)))
-PY
-}
 count_per_request() {  # test-label target requests-regex command...: perf stat around command
   local label=$1 target=$2 regex=$3; shift 3
   local pid=${pids[$target]:-} stat="$run_dir/perf-stat.csv" out n
